@@ -1,0 +1,42 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install the project into it (idempotent:
+# a stamp file tracks pyproject.toml).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EDGEZOO := $(VENV)/bin/edgezoo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean browser
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch is not pinned: pip takes the registry's newest torch + torchvision pair
+# (a local CPU-only torch wheel cannot load the registry's torchvision).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Headless Chromium for the browser test (Debian packages); skipped quietly where apt is unavailable.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1) \
+	    || echo "chromium not installed: the browser test will skip"; }
+
+test: install browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(EDGEZOO) pretrain --recipe cpu-quick --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+bench: install
+	$(PY) benchmarks/pretrain_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

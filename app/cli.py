@@ -1,0 +1,84 @@
+"""`edgezoo`: one command, a subcommand per stage.
+
+Each stage module owns its flags (add_*_arguments) and its runner; this file
+only wires them together and turns expected failures into one clear line and a
+non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+log = logging.getLogger("edgezoo")
+
+
+class _Stage:
+    """A subcommand: its flags, its runner, imported lazily so `edgezoo --help` is instant."""
+
+    def __init__(self, name: str, help_text: str, module: str, add: str, run: str) -> None:
+        self.name, self.help, self.module, self.add, self.run = name, help_text, module, add, run
+
+    def load(self, attr: str) -> Callable:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), attr)
+
+
+STAGES = [
+    _Stage("pretrain", "self-supervised pretraining of a timm backbone into RUN_DIR", "pretrain.cli",
+           "add_pretrain_arguments", "run_pretrain"),
+    _Stage("eval", "kNN top-1 and RankMe of a RUN_DIR's backbone", "pretrain.cli", "add_eval_arguments", "run_eval"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgezoo", description="Pretrain, export, publish and serve edge-sized image backbones.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
+        stage.load(stage.add)(p)
+        p.set_defaults(_stage=stage)
+    return parser
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures that deserve one line, not a traceback."""
+    from zoo.errors import EdgezooError
+    from zoo.images import ImageError, NoImagesError
+
+    errs: list[type[BaseException]] = [EdgezooError, ImageError, NoImagesError, FileNotFoundError, ValueError]
+    try:
+        from pretrain.trainer import NonFiniteLossError, RunDirError
+
+        errs += [NonFiniteLossError, RunDirError]
+    except ImportError:  # an edge install has no torch
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stage: _Stage = args._stage
+    try:
+        stage.load(stage.run)(args)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except expected_errors() as exc:
+        if args.verbose:
+            log.exception("%s failed", stage.name)
+        log.error("%s failed: %s", stage.name, exc)
+        return getattr(exc, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Every pretraining option and its default, in one place.
+
+Precedence: these defaults < a recipe (``pretrain/recipes/<name>.yaml``) < explicit
+command-line flags. The resolved config is written to RUN_DIR/config.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+METHODS = ("effssl", "npid", "simclr")
+BANK_UPDATES = ("ema", "grad")
+
+
+@dataclass
+class PretrainConfig:
+    """Options of one pretraining run (defaults: the authors' CIFAR-10 run, METHOD.md)."""
+
+    # data
+    data: str = "cifar10"
+    eval_data: str | None = None  # labelled split for kNN; None = the source's test/val split if any
+    max_images: int | None = None  # fixed random subset of the training images
+    img_size: int = 32
+    crop_pct: float = 1.0  # images are stored resized to floor(img_size / crop_pct)
+    mean: tuple[float, float, float] | None = None  # None = CIFAR-10 stats for cifar10, else ImageNet
+    std: tuple[float, float, float] | None = None
+    # backbone
+    model: str = "resnet18"
+    small_stem: bool = True
+    # method
+    method: str = "effssl"
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 2048  # d
+    temperature: float = 0.2  # tau of the instance CE
+    num_negatives: int = 10000  # K sampled bank rows besides the batch's own
+    sqrtkl_weight: float = 20.0  # lambda
+    sqrtkl_power: float = 0.5
+    cutmix_alpha: float = 0.5  # 0 disables CutMix
+    bank_update: str = "ema"  # ema | grad
+    bank_momentum: float = 0.5  # m of the EMA rule
+    bank_lr: float | None = None  # eta of the grad rule; None = (1 - m) / m, the EMA rule's step
+    bank_dtype: str = "float32"  # float32 | bfloat16 (halves bank memory for millions of images)
+    calibrate: bool = True  # fill the bank with the untrained network's features
+    simclr_temperature: float = 0.5
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    # augmentation (one view; SimCLR draws two)
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    flip_p: float = 0.5
+    blur_p: float | None = None  # None = 0 at <= 64 px, else 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    augment: str = "batched"  # batched (on the training device) | per-image (reference path)
+    # runtime
+    device: str = "auto"
+    compile: bool = False
+    channels_last: bool = True  # CUDA only
+    amp: bool = True  # bf16 autocast, CUDA only
+    seed: int = 0
+    threads: int | None = None
+    # evaluation
+    knn_k: int = 200
+    knn_t: float = 0.1
+    eval_every: int = 0  # epochs between kNN evaluations; 0 = at the end only
+    eval_max_train: int | None = None  # cap the kNN bank (training images) for speed
+    # continual pretraining
+    resume_from: str | None = None
+    replay: int = 0
+    reg: str | None = None  # l2sp | mas
+    reg_weight: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.bank_update not in BANK_UPDATES:
+            raise ValueError(f"bank_update must be one of {BANK_UPDATES}, got {self.bank_update!r}")
+        for name in ("crop_scale", "jitter", "blur_sigma", "mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+
+    @property
+    def effective_blur_p(self) -> float:
+        return self.blur_p if self.blur_p is not None else (0.0 if self.img_size <= 64 else 0.5)
+
+    @property
+    def effective_bank_lr(self) -> float:
+        m = self.bank_momentum
+        return self.bank_lr if self.bank_lr is not None else (1.0 - m) / m
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "PretrainConfig":
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+HELP: dict[str, str] = {
+    "data": "training images: a folder (ImageFolder tree or any nested/flat folder of images) or 'cifar10'",
+    "eval_data": "labelled split for kNN evaluation (default: the source's test/ or val/ split)",
+    "max_images": "train on a fixed random subset of this many images",
+    "img_size": "training and deployment input size (pixels)",
+    "crop_pct": "eval centre-crop fraction: images are resized to floor(img_size / crop_pct) then cropped",
+    "mean": "normalisation mean, three floats (default: CIFAR-10 stats for cifar10, else ImageNet)",
+    "std": "normalisation std, three floats",
+    "model": "any timm model name (num_classes=0 is applied)",
+    "small_stem": "3x3 stride-1 first conv and no max-pool (resnet/mobilenet/efficientnet) for small inputs",
+    "method": "effssl (this project's method), npid or simclr (baselines)",
+    "proj_hidden_dim": "projector hidden width",
+    "proj_dim": "projector output size d (= memory bank width)",
+    "temperature": "tau of the instance cross-entropy",
+    "num_negatives": "K random bank rows per step besides the batch's own (0: batch rows only)",
+    "sqrtkl_weight": "lambda of the SqrtKL self-distillation loss (0 disables)",
+    "sqrtkl_power": "power of SqrtKL's sharpened-flat target",
+    "cutmix_alpha": "CutMix Beta(alpha, alpha) parameter (0 disables CutMix)",
+    "bank_update": "memory bank update rule: ema or grad",
+    "bank_momentum": "m of the EMA bank update",
+    "bank_lr": "eta of the grad bank update (default (1 - m) / m)",
+    "bank_dtype": "memory bank storage: float32 or bfloat16",
+    "calibrate": "fill the bank with the untrained network's features before training",
+    "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
+    "epochs": "training epochs",
+    "batch_size": "global batch size",
+    "lr": "peak SGD learning rate (cosine decay)",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "warmup_epochs": "linear warm-up epochs",
+    "crop_scale": "RandomResizedCrop area range, two floats",
+    "jitter": "colour jitter brightness contrast saturation hue",
+    "jitter_p": "probability of colour jitter",
+    "gray_p": "probability of grayscale",
+    "flip_p": "probability of a horizontal flip",
+    "blur_p": "probability of Gaussian blur (default 0 at <= 64 px, else 0.5)",
+    "blur_sigma": "Gaussian blur sigma range, two floats",
+    "augment": "batched (on the training device) or per-image (torchvision reference)",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "compile": "torch.compile the backbone",
+    "channels_last": "channels_last memory format on CUDA",
+    "amp": "bf16 autocast on CUDA",
+    "seed": "random seed (subset, order, augmentation, negatives)",
+    "threads": "CPU threads for torch",
+    "knn_k": "k of the kNN evaluation",
+    "knn_t": "temperature of the kNN vote",
+    "eval_every": "run kNN every N epochs (0: at the end only)",
+    "eval_max_train": "cap the kNN bank at this many training images",
+    "resume_from": "continual pretraining: start from this RUN_DIR or published org/name",
+    "replay": "continual pretraining: size of the replay reservoir carried between chunks",
+    "reg": "continual pretraining regulariser: l2sp or mas",
+    "reg_weight": "weight of the continual regulariser",
+}
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name: str | None) -> dict[str, Any]:
+    """A recipe's overrides (a name from recipes/ or a YAML path)."""
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.is_file():
+        path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.pop("description", None)
+    return values
+
+
+def build_config(recipe: str | None = None, **overrides: Any) -> PretrainConfig:
+    """Defaults < recipe < overrides (None values in overrides mean 'not given')."""
+    values = load_recipe(recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return PretrainConfig.from_dict(values)

@@ -1,0 +1,111 @@
+"""Evaluation shared by training, benchmarks and ``edgezoo eval``: features, kNN, RankMe.
+
+kNN follows the protocol of lightly's CIFAR-10 benchmark (Wu et al. 2018's
+weighted vote): L2-normalised backbone features, k = 200, temperature 0.1, the
+training set as the bank, top-1 on the test set. RankMe: Garrido et al.,
+"RankMe: Assessing the Downstream Performance of Pretrained Self-Supervised
+Representations by Their Rank", ICML 2023.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, images: np.ndarray | torch.Tensor, preprocess: Preprocess,
+                     device: torch.device | str = "cpu", batch_size: int = 512, amp: bool = False) -> torch.Tensor:
+    """L2-normalised pooled features of stored (N, R, R, 3) uint8 images (centre crop + normalise)."""
+    was_training = backbone.training
+    backbone.eval()
+    feats = []
+    mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
+    r = images.shape[1]
+    off = int(round((r - preprocess.img_size) / 2.0))
+    try:
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            x = torch.as_tensor(np.ascontiguousarray(chunk)) if isinstance(chunk, np.ndarray) else chunk
+            x = x[:, off:off + preprocess.img_size, off:off + preprocess.img_size].to(device, non_blocking=True)
+            x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+                f = backbone(x)
+            feats.append(F.normalize(f.float(), dim=1))
+    finally:
+        backbone.train(was_training)
+    return torch.cat(feats)
+
+
+@torch.no_grad()
+def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+             test_labels: torch.Tensor, k: int = 200, t: float = 0.1, num_classes: int | None = None,
+             chunk: int = 1024) -> float:
+    """Weighted kNN top-1 accuracy on normalised features (weights exp(sim / t))."""
+    num_classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, train_feats.shape[0])
+    train_labels = train_labels.to(train_feats.device)
+    correct = 0
+    for i in range(0, test_feats.shape[0], chunk):
+        q = test_feats[i:i + chunk].to(train_feats.device)
+        sim, nn_idx = (q @ train_feats.T).topk(k, dim=1)
+        weights = (sim / t).exp()
+        votes = torch.zeros(q.shape[0], num_classes, device=q.device)
+        votes.scatter_add_(1, train_labels[nn_idx], weights)
+        correct += (votes.argmax(dim=1).cpu() == test_labels[i:i + chunk].cpu()).sum().item()
+    return correct / test_feats.shape[0]
+
+
+@torch.no_grad()
+def rankme(feats: torch.Tensor, max_samples: int = 25600, eps: float = 1e-7) -> float:
+    """exp(entropy) of the normalised singular values of the (N, D) embedding matrix."""
+    x = feats[:max_samples].double().cpu()
+    s = torch.linalg.svdvals(x)
+    p = s / s.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
+                 device: str = "auto") -> dict:
+    """kNN top-1 and RankMe of a finished run's backbone; written to RUN_DIR/eval.json."""
+    import json
+    from pathlib import Path
+
+    from pretrain.config import PretrainConfig
+    from pretrain.data import load_split, subset_indices
+    from pretrain.trainer import select_device
+    from zoo import datasets
+    from zoo.timm_files import load_backbone, preprocess_of
+
+    run_dir = Path(run_dir)
+    cfg = PretrainConfig.load(run_dir / "config.yaml")
+    pre = preprocess_of(run_dir / "backbone")
+    dev = select_device(device)
+    backbone = load_backbone(run_dir / "backbone").to(dev)
+    train_spec = data or cfg.data
+    train = load_split(train_spec, pre, cfg.max_images if data is None else None, cfg.seed)
+    test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
+    train_feats = extract_features(backbone, train.images, pre, dev)
+    result: dict = {"train": train_spec, "test": test_spec, "knn_top1": None, "k": cfg.knn_k, "t": cfg.knn_t}
+    if test_spec and train.labels is not None:
+        test = load_split(test_spec, pre)
+        keep = subset_indices(len(train.images), max_train or cfg.eval_max_train, cfg.seed + 1)
+        test_feats = extract_features(backbone, test.images, pre, dev)
+        result["knn_top1"] = knn_top1(train_feats[keep], train.labels[keep], test_feats, test.labels,
+                                      cfg.knn_k, cfg.knn_t)
+        result["rankme"] = rankme(test_feats)
+        result["num_test"] = len(test.images)
+    else:
+        result["rankme"] = rankme(train_feats)
+    result["num_train"] = len(train.images)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

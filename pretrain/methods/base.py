@@ -1,0 +1,76 @@
+"""One base for every method: backbone + projector, a training step, distributed hooks.
+
+In the spirit of solo-learn's ``BaseMethod``: the trainer only knows this
+interface; a method says how many views it needs and what its loss is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from pretrain.config import PretrainConfig
+from pretrain.modules import ProjectionHead
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Gather:
+    """All-gather along the batch dimension; the identity in a single process."""
+
+    def __init__(self, world_size: int = 1, rank: int = 0) -> None:
+        self.world_size = world_size
+        self.rank = rank
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        import torch.distributed as dist
+
+        out = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(out, t.contiguous())
+        return torch.cat(out)
+
+
+class Method(nn.Module):
+    """Backbone f, projector g and a loss over one or more augmented views."""
+
+    name: ClassVar[str] = "base"
+    num_views: ClassVar[int] = 1
+
+    def __init__(self, cfg: PretrainConfig, backbone: nn.Module, embed_dim: int, num_samples: int,
+                 gather: Gather | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.num_samples = num_samples
+        self.projector = ProjectionHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_dim)
+        self.gather = gather or Gather()
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def setup(self, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """Called once before the first epoch with a factory of (eval-view batch, indices)."""
+
+    def forward(self, views: list[torch.Tensor], idx: torch.Tensor, shared: torch.Generator | None = None,
+                local: torch.Generator | None = None) -> StepOutput:
+        """The training step (so that DistributedDataParallel can wrap the method)."""
+        return self.training_step(views, idx, shared, local)
+
+    def training_step(self, views: list[torch.Tensor], idx: torch.Tensor,
+                      shared: torch.Generator | None = None, local: torch.Generator | None = None) -> StepOutput:
+        """Loss for one batch of augmented views with dataset indices; may update state under no_grad.
+
+        `shared` draws what every rank must draw alike (bank negatives); `local`
+        what each rank draws for itself (CutMix).
+        """
+        raise NotImplementedError

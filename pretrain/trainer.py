@@ -1,0 +1,362 @@
+"""The training loop: data on the device, batched augmentation, checkpoints, logs, outputs.
+
+RUN_DIR layout (the contract with export/ and the zoo):
+    config.yaml      resolved PretrainConfig
+    data.json        the training/eval sources and the exact training files
+    checkpoint.pt    last completed epoch (atomic): model, bank, optimizer, schedule, RNG
+    log.csv          one row per epoch
+    backbone/        timm-native config.json + model.safetensors (written at the end)
+    metrics.json     written last: its presence means the run completed
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from pretrain.augment import AugmentParams, build_augment
+from pretrain.config import PretrainConfig
+from pretrain.data import (Split, atomic_write_text, load_split, load_train_split, preprocess_of, subset_indices,
+                           write_data_record)
+from pretrain.evaluate import extract_features, knn_top1, rankme
+from pretrain.methods import Method, build_method
+from pretrain.methods.base import Gather
+from zoo import datasets
+from zoo.backbones import create_backbone, embedding_dim, small_stem_name
+from zoo.timm_files import make_config, save_backbone
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "knn_top1", "rankme", "wall_time_s")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; the last good checkpoint is left untouched."""
+
+
+class RunDirError(RuntimeError):
+    """RUN_DIR is in a state that does not fit the request (exists, incomplete, ...)."""
+
+
+# --- devices and distributed --------------------------------------------------------------------------
+
+def select_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """torchrun sets WORLD_SIZE/RANK; gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_world_size(), dist.get_rank())
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write to a temp file and rename: an interrupt never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- the trainer ----------------------------------------------------------------------------------------
+
+class Trainer:
+    """Runs one pretraining job into RUN_DIR; `fit()` returns metrics.json's content."""
+
+    def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.progress = progress
+        ckpt = self.run_dir / CHECKPOINT
+        if resume:
+            if not (self.run_dir / "config.yaml").is_file():
+                raise RunDirError(f"{self.run_dir}: nothing to resume (no config.yaml)")
+            cfg = PretrainConfig.load(self.run_dir / "config.yaml")
+        elif ckpt.exists() or (self.run_dir / "metrics.json").exists():
+            raise RunDirError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another --out")
+        self.cfg = cfg
+        self.device = select_device(cfg.device)
+        self.dist = init_distributed(self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.preprocess = preprocess_of(cfg)
+
+    # -- building blocks
+    def _build(self, num_samples: int) -> Method:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
+        embed = embedding_dim(backbone, cfg.img_size)
+        method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=num_samples,
+                              gather=Gather(self.dist.world_size, self.dist.rank))
+        if self.dist.world_size > 1:
+            method = nn.SyncBatchNorm.convert_sync_batchnorm(method) if self.device.type == "cuda" else method
+        method.to(self.device)
+        if self.device.type == "cuda" and cfg.channels_last:
+            method.backbone.to(memory_format=torch.channels_last)
+        return method
+
+    def _optimizer(self, method: Method) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        params = [p for n, p in method.named_parameters() if p.requires_grad]
+        kwargs: dict[str, Any] = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+        if self.device.type == "cuda":
+            kwargs["fused"] = True
+        return torch.optim.SGD(params, **kwargs)
+
+    def _eval_batches(self, images: torch.Tensor, batch: int) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """Calibration batches: centre crop, normalised, every row (the last partial batch too)."""
+        pre = self.preprocess
+        mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
+        r = images.shape[-1]
+        off = int(round((r - pre.img_size) / 2.0))
+
+        def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            n = images.shape[0]
+            for i in range(0, n, batch):
+                i = min(i, max(0, n - 2))  # never a batch of one: BatchNorm runs in train mode here
+                x = images[i:i + batch, :, off:off + pre.img_size, off:off + pre.img_size]
+                x = (x.float() / 255.0 - mean) / std
+                if self.device.type == "cuda" and self.cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    yield x, torch.arange(i, i + x.shape[0], device=self.device)
+
+        return gen
+
+    def _autocast(self):
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # -- evaluation
+    def evaluate(self, backbone: nn.Module, train: Split, test: Split | None) -> dict[str, float | None]:
+        cfg = self.cfg
+        amp = cfg.amp and self.device.type == "cuda"
+        keep = subset_indices(len(train.images), cfg.eval_max_train, cfg.seed + 1)
+        bank_images = train.images[keep] if len(keep) < len(train.images) else train.images
+        train_feats = extract_features(backbone, bank_images, self.preprocess, self.device, amp=amp)
+        out: dict[str, float | None] = {"knn_top1": None}
+        if test is not None and train.labels is not None and test.labels is not None:
+            test_feats = extract_features(backbone, test.images, self.preprocess, self.device, amp=amp)
+            out["knn_top1"] = knn_top1(train_feats, train.labels[keep], test_feats, test.labels,
+                                       cfg.knn_k, cfg.knn_t)
+            out["rankme"] = rankme(test_feats)
+        else:
+            out["rankme"] = rankme(train_feats)
+        return out
+
+    # -- the loop
+    def fit(self) -> dict[str, Any]:
+        cfg, run_dir, dev = self.cfg, self.run_dir, self.device
+        main = self.dist.is_main
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if main and not self.resume:
+            cfg.save(run_dir / "config.yaml")
+        train = load_train_split(cfg, self.preprocess)
+        eval_spec = cfg.eval_data or datasets.eval_spec(cfg.data)
+        test = load_split(eval_spec, self.preprocess) if eval_spec and train.files.labels is not None else None
+        if main:
+            write_data_record(run_dir, cfg, train, eval_spec if test is not None else None)
+        n = len(train.images)
+        log.info("training on %d images from %s (%s), eval: %s", n, train.files.root, cfg.data, eval_spec or "none")
+
+        method = self._build(n)
+        images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous().to(dev)
+        augment = build_augment(AugmentParams.from_config(cfg, self.preprocess.mean, self.preprocess.std), cfg.augment)
+        optimizer = self._optimizer(method)
+        per_rank = max(2, min(cfg.batch_size, n) // self.dist.world_size)
+        steps_per_epoch = max(1, n // (per_rank * self.dist.world_size))
+        total_steps = steps_per_epoch * cfg.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_lr(s, total_steps, cfg.warmup_epochs * steps_per_epoch))
+        # shared: identical on every rank (data order, bank negatives); local: per rank (augmentation, CutMix).
+        shared = torch.Generator(device=dev).manual_seed(cfg.seed)
+        local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
+        start_epoch, images_seen, wall = 0, 0, 0.0
+        ckpt_path = run_dir / CHECKPOINT
+        if self.resume and ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            shared.set_state(state["shared_rng"])
+            local.set_state(state["local_rng"][self.dist.rank] if isinstance(state["local_rng"], list)
+                            else state["local_rng"])
+            start_epoch, images_seen, wall = state["epoch"], state["images_seen"], state["wall_time_s"]
+            log.info("resumed %s at epoch %d", run_dir, start_epoch)
+        else:
+            t0 = time.perf_counter()
+            method.setup(self._eval_batches(images, 2 * cfg.batch_size))
+            wall += time.perf_counter() - t0
+        if cfg.compile:
+            method.backbone.compile()
+        model: nn.Module = method
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # The bank is kept identical by all-gathers, not by DDP's buffer broadcast.
+            model = DDP(method, broadcast_buffers=False,
+                        device_ids=[dev.index] if dev.type == "cuda" else None)
+
+        log_path = run_dir / "log.csv"
+        if main and start_epoch == 0:
+            atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
+        metrics_row: dict[str, Any] = {}
+        for epoch in range(start_epoch, cfg.epochs):
+            method.train()
+            t_epoch = time.perf_counter()
+            perm = torch.randperm(n, device=dev, generator=shared)
+            loss_sum = torch.zeros((), device=dev)
+            bar = self._bar(epoch, steps_per_epoch)
+            for step in range(steps_per_epoch):
+                start = step * per_rank * self.dist.world_size + self.dist.rank * per_rank
+                idx = perm[start:start + per_rank]
+                batch = images[idx]
+                views = [augment(batch, local) for _ in range(method.num_views)]
+                if dev.type == "cuda" and cfg.channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                with self._autocast():
+                    out = model(views, idx, shared, local)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += out.loss.detach()
+                if dev.type == "cpu" or (step + 1) % 50 == 0:
+                    self._check_finite(loss_sum, epoch, step)
+                if bar is not None:
+                    bar.update(1)
+                    elapsed = time.perf_counter() - t_epoch
+                    bar.set_postfix_str(f"{(step + 1) * per_rank * self.dist.world_size / elapsed:.0f} img/s")
+            if bar is not None:
+                bar.close()
+            self._check_finite(loss_sum, epoch, steps_per_epoch - 1)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            epoch_time = time.perf_counter() - t_epoch
+            wall += epoch_time
+            images_seen += steps_per_epoch * per_rank * self.dist.world_size
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch,
+                                   "lr": scheduler.get_last_lr()[0],
+                                   "images_per_s": steps_per_epoch * per_rank * self.dist.world_size / epoch_time,
+                                   "knn_top1": None, "rankme": None, "wall_time_s": wall}
+            last = epoch + 1 == cfg.epochs
+            if main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+                row.update(self.evaluate(method.backbone, train, test))
+            metrics_row = row
+            log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", epoch + 1, cfg.epochs, row["loss"], row["lr"],
+                     row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
+            if main:
+                with log_path.open("a", newline="") as f:
+                    csv.writer(f).writerow(["" if row[c] is None else row[c] for c in LOG_COLUMNS])
+                save_checkpoint(ckpt_path, {
+                    "epoch": epoch + 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "shared_rng": shared.get_state(),
+                    "local_rng": self._gather_rng(local), "images_seen": images_seen, "wall_time_s": wall,
+                })
+            elif self.dist.world_size > 1:
+                self._gather_rng(local)
+        if not main:
+            return {}
+        return self._finish(method, metrics_row, images_seen, wall)
+
+    def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
+        """Every rank's augmentation RNG state, so a resumed DDP run draws the same crops."""
+        state = local.get_state()
+        if self.dist.world_size == 1:
+            return state
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(out, state)
+        return out
+
+    def _check_finite(self, loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+        if not bool(torch.isfinite(loss_sum)):
+            raise NonFiniteLossError(
+                f"loss became non-finite at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                f"The last good checkpoint ({self.run_dir / CHECKPOINT}, if any) is intact; "
+                "lower --lr or check the data, then --resume.")
+
+    def _bar(self, epoch: int, total: int):
+        if not self.progress or not self.dist.is_main:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, unit="step")
+
+    def _finish(self, method: Method, last_row: dict[str, Any], images_seen: int, wall: float) -> dict[str, Any]:
+        cfg = self.cfg
+        arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
+        backbone = method.backbone
+        config = make_config(arch, method.embed_dim, self.preprocess,
+                             fixed_input_size=bool(getattr(backbone, "pretrained_cfg", {}).get("fixed_input_size")),
+                             extra={"method": cfg.method, "epochs": cfg.epochs, "data": cfg.data})
+        save_backbone(backbone, self.run_dir / "backbone", config)
+        metrics = {
+            "method": cfg.method, "model": cfg.model, "architecture": arch, "small_stem": cfg.small_stem,
+            "img_size": cfg.img_size, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+            "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),
+            "images_per_sec": round(images_seen / wall, 2) if wall > 0 else None,
+            "peak_mem_mb": round(peak_memory_mb(self.device), 1), "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else
+            f"cpu ({torch.get_num_threads()} threads)",
+            "knn_top1": last_row.get("knn_top1"), "rankme": last_row.get("rankme"),
+            "embed_dim": method.embed_dim, "final_loss": last_row.get("loss"),
+            "torch_version": torch.__version__,
+        }
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        return metrics

@@ -1,0 +1,90 @@
+"""Interrupted training resumes to the same weights and bank; divergence keeps the last good checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pretrain.config import build_config
+from pretrain.trainer import CHECKPOINT, NonFiniteLossError, Trainer, load_checkpoint
+
+TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=384, epochs=3,
+            batch_size=64, proj_hidden_dim=128, proj_dim=64, num_negatives=128, threads=1, eval_max_train=384)
+
+
+def _flags(values: dict) -> list[str]:
+    out = []
+    for k, v in values.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            out += [flag, str(v)]
+    return out
+
+
+def _pretrain_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pretrain", "--out", str(out), "--no-progress", *_flags(TINY), *extra]
+
+
+def _rows(run: Path) -> int:
+    log = run / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
+
+
+@pytest.mark.parametrize("method", ["effssl"])
+def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, method, cifar_root):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_pretrain_cmd(ref, "--method", method), check=True, env=env, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_pretrain_cmd(run, "--method", method), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _rows(run) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists(), "the run finished before it could be interrupted"
+    epoch_at_kill = load_checkpoint(run / CHECKPOINT)["epoch"]
+    assert 1 <= epoch_at_kill < TINY["epochs"]
+
+    subprocess.run(_pretrain_cmd(run, "--resume"), check=True, env=env, capture_output=True)
+    a, b = load_checkpoint(ref / CHECKPOINT), load_checkpoint(run / CHECKPOINT)
+    assert a["epoch"] == b["epoch"] == TINY["epochs"]
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5, rtol=1e-4), key
+    assert torch.allclose(a["model"]["bank.weight"], b["model"]["bank.weight"], atol=1e-5)
+    assert _rows(run) == TINY["epochs"]  # no duplicated log rows
+
+
+def test_existing_run_is_not_overwritten(tmp_path, cifar_root):
+    cfg = build_config(**{**TINY, "epochs": 1, "max_images": 128})
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    from pretrain.trainer import RunDirError
+
+    with pytest.raises(RunDirError, match="--resume"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_root):
+    run = tmp_path / "run"
+    cfg = build_config(**{**TINY, "epochs": 1, "max_images": 128})
+    Trainer(cfg, run, progress=False).fit()
+    good = (run / CHECKPOINT).read_bytes()
+    (run / "metrics.json").unlink()
+    values = yaml.safe_load((run / "config.yaml").read_text())
+    values.update(epochs=2, lr=float("inf"))  # weights become inf/nan at the first step
+    (run / "config.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        Trainer(cfg, run, resume=True, progress=False).fit()
+    assert (run / CHECKPOINT).read_bytes() == good
+    assert load_checkpoint(run / CHECKPOINT)["epoch"] == 1

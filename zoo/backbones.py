@@ -1,0 +1,136 @@
+"""Backbone registry and factory over timm: one interface for every backbone.
+
+Any timm model name works (created with ``num_classes=0`` so the output is the
+pooled embedding). For small inputs (32 px CIFAR) the ``*_smallstem`` variants
+replace the stride-2 stem with a 3x3 stride-1 conv and drop the max-pool; they
+are registered with timm's own ``register_model`` so that plain
+``timm.create_model("resnet18_smallstem")`` and ``hf-hub:`` loading re-create the
+architecture by name (after ``zoo.backbones.register_timm_archs()``, which
+``import zoo`` runs when timm is already imported).
+
+torch and timm are imported lazily: ``zoo`` itself must import without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+SMALL_STEM_SUFFIX = "_smallstem"
+# Families whose stem this module knows how to shrink (resnet: conv1 + maxpool;
+# mobilenet / efficientnet: conv_stem stride).
+SMALL_STEM_BASES: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50",
+    "mobilenetv3_large_100", "mobilenetv3_small_100", "mobilenetv3_small_050",
+    "efficientnet_b0", "efficientnet_lite0",
+)
+
+
+def small_stem_name(base: str) -> str:
+    """The registered name of `base` with the small-input stem."""
+    return base if base.endswith(SMALL_STEM_SUFFIX) else base + SMALL_STEM_SUFFIX
+
+
+def apply_small_stem(model: "torch.nn.Module") -> "torch.nn.Module":
+    """3x3 stride-1 first conv and no max-pool, in place (resnet, mobilenet, efficientnet)."""
+    import torch.nn as nn
+
+    if isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool"):
+        old = model.conv1
+        model.conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    elif isinstance(getattr(model, "conv_stem", None), nn.Conv2d):
+        conv = model.conv_stem
+        if conv.kernel_size != (3, 3):
+            model.conv_stem = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
+        else:
+            conv.stride = (1, 1)
+            conv.padding = (1, 1)
+    else:
+        raise ValueError(f"{type(model).__name__}: no known stem to shrink (resnet, mobilenet, efficientnet only)")
+    return model
+
+
+# Fields of a registry entry that describe the base model's published weights, not ours.
+_FOREIGN_CFG_KEYS = frozenset({"url", "hf_hub_id", "hf_hub_filename", "tag", "paper_ids", "paper_name", "notes",
+                               "origin_url", "license", "source", "file", "state_dict"})
+
+
+def _small_stem_entrypoint(base: str) -> Callable[..., Any]:
+    def entry(pretrained: bool = False, **kwargs: Any) -> "torch.nn.Module":
+        import timm
+        from timm.models import load_pretrained
+
+        given = kwargs.pop("pretrained_cfg", None)
+        overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+        kwargs.pop("cache_dir", None)
+        model = apply_small_stem(timm.create_model(base, pretrained=False, **kwargs))
+        if given is not None:
+            cfg = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+        else:  # the base's preprocessing defaults, never its weight sources or paper tags
+            cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _FOREIGN_CFG_KEYS}
+        cfg.update(overlay)
+        cfg["architecture"] = small_stem_name(base)
+        model.pretrained_cfg = model.default_cfg = cfg
+        if pretrained:
+            load_pretrained(model, pretrained_cfg=cfg, num_classes=model.num_classes, strict=True)
+        return model
+
+    entry.__name__ = entry.__qualname__ = small_stem_name(base)
+    entry.__module__ = __name__
+    entry.__doc__ = f"{base} with a 3x3 stride-1 stem and no max-pool, for 32-64 px inputs (edgezoo)."
+    return entry
+
+
+def register_timm_archs() -> list[str]:
+    """Register the small-stem variants with timm (idempotent); return their names."""
+    from timm.models import is_model, register_model
+
+    names = []
+    for base in SMALL_STEM_BASES:
+        name = small_stem_name(base)
+        if not is_model(name):
+            register_model(_small_stem_entrypoint(base))
+        names.append(name)
+    return names
+
+
+def create_backbone(name: str, *, small_stem: bool = False, **kwargs: Any) -> "torch.nn.Module":
+    """A timm backbone whose forward returns pooled features (``num_classes=0``).
+
+    Weights are random: nothing is downloaded at run time.
+    """
+    import timm
+
+    register_timm_archs()
+    arch = small_stem_name(name) if small_stem else name
+    if not timm.is_model(arch):
+        hint = f" (small stem supports: {', '.join(SMALL_STEM_BASES)})" if small_stem else ""
+        raise ValueError(f"unknown timm model {arch!r}{hint}")
+    return timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+
+
+def embedding_dim(model: "torch.nn.Module", img_size: int) -> int:
+    """Measure the embedding size with a forward pass (num_features can differ, e.g. mobilenetv3)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, img_size, img_size, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"backbone output must be (N, D) pooled features, got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def count_params(model: "torch.nn.Module") -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,91 @@
+"""timm-native backbone folders: ``config.json`` + ``model.safetensors``.
+
+The same layout is a run's ``backbone/`` and the root of a published repo, so
+``timm.create_model("hf-hub:org/name", pretrained=True)`` loads it directly.
+The config is written from scratch (not inherited from timm's registry entry)
+so every field describes this model: its true embedding size and the
+preprocessing it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.preprocess import Preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def make_config(architecture: str, embed_dim: int, preprocess: Preprocess, *,
+                fixed_input_size: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A timm hub config for a headless backbone (num_classes 0)."""
+    pretrained_cfg = {
+        **preprocess.to_pretrained_cfg(),
+        "num_classes": 0,
+        "fixed_input_size": fixed_input_size,
+        "license": "apache-2.0",
+    }
+    cfg: dict[str, Any] = {
+        "architecture": architecture,
+        "num_classes": 0,
+        # The pooled embedding size, measured (timm's num_features can differ, e.g. mobilenetv3).
+        "num_features": embed_dim,
+        "embed_dim": embed_dim,
+        "global_pool": "avg",
+        "pretrained_cfg": pretrained_cfg,
+    }
+    if extra:
+        cfg["edgezoo"] = extra
+    return cfg
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a timm backbone folder)")
+    return json.loads(path.read_text())
+
+
+def preprocess_of(folder_or_config: str | Path | dict[str, Any]) -> Preprocess:
+    cfg = folder_or_config if isinstance(folder_or_config, dict) else read_config(folder_or_config)
+    return Preprocess.from_pretrained_cfg(cfg["pretrained_cfg"])
+
+
+def save_backbone(model: "torch.nn.Module", folder: str | Path, config: dict[str, Any]) -> Path:
+    """Write weights (safetensors, never pickle) and config; atomic per file."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(0o644)
+    tmp.replace(folder / WEIGHTS_NAME)
+    tmp_cfg = folder / (CONFIG_NAME + ".tmp")
+    tmp_cfg.write_text(json.dumps(config, indent=2) + "\n")
+    tmp_cfg.replace(folder / CONFIG_NAME)
+    return folder
+
+
+def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Module":
+    """Re-create the architecture by name and load the safetensors weights (strict)."""
+    from safetensors.torch import load_file
+
+    from zoo.backbones import create_backbone
+
+    folder = Path(folder)
+    cfg = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing")
+    model = create_backbone(cfg["architecture"])
+    model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
+    model.pretrained_cfg = {**model.pretrained_cfg, **cfg["pretrained_cfg"], "architecture": cfg["architecture"]}
+    return model.eval()
