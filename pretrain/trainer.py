@@ -29,6 +29,7 @@ from pretrain.augment import AugmentParams, build_augment
 from pretrain.config import PretrainConfig
 from pretrain.data import (Split, atomic_write_text, load_split, load_train_split, preprocess_of, subset_indices,
                            write_data_record)
+from pretrain.distributed import sync_batchnorm
 from pretrain.evaluate import extract_features, knn_top1, rankme
 from pretrain.methods import Method, build_method
 from pretrain.methods.base import Gather
@@ -142,7 +143,7 @@ class Trainer:
         method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=num_samples,
                               gather=Gather(self.dist.world_size, self.dist.rank))
         if self.dist.world_size > 1:
-            method = nn.SyncBatchNorm.convert_sync_batchnorm(method) if self.device.type == "cuda" else method
+            method = sync_batchnorm(method, self.device)
         method.to(self.device)
         if self.device.type == "cuda" and cfg.channels_last:
             method.backbone.to(memory_format=torch.channels_last)
@@ -164,16 +165,22 @@ class Trainer:
         r = images.shape[-1]
         off = int(round((r - pre.img_size) / 2.0))
 
+        world, rank = self.dist.world_size, self.dist.rank
+
         def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             n = images.shape[0]
             for i in range(0, n, batch):
-                i = min(i, max(0, n - 2))  # never a batch of one: BatchNorm runs in train mode here
-                x = images[i:i + batch, :, off:off + pre.img_size, off:off + pre.img_size]
+                i = min(i, max(0, n - 2 * world))  # never a shard of one: BatchNorm runs in train mode here
+                rows = torch.arange(i, min(i + batch, n), device=self.device)
+                if world > 1:  # this rank's equal-sized shard (the last one padded by repeating rows)
+                    per = -(-rows.numel() // world)
+                    rows = torch.cat([rows, rows[-1:].expand(per * world - rows.numel())])[rank * per:(rank + 1) * per]
+                x = images[rows][:, :, off:off + pre.img_size, off:off + pre.img_size]
                 x = (x.float() / 255.0 - mean) / std
                 if self.device.type == "cuda" and self.cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
-                    yield x, torch.arange(i, i + x.shape[0], device=self.device)
+                    yield x, rows
 
         return gen
 

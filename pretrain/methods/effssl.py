@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import PretrainConfig
+from pretrain.distributed import gather_rows
 from pretrain.methods.base import Gather, Method, StepOutput
 from pretrain.modules import CutMix, InstanceCELoss, MemoryBank, SqrtKLLoss, cutmix_targets
 
@@ -66,7 +67,8 @@ class EffSSL(Method):
             return
         was_training = self.training
         self.train()
-        self.bank.calibrate(batches(), self.project)
+        gather = gather_rows if self.gather.world_size > 1 else None
+        self.bank.calibrate(batches(), self.project, gather)
         self.train(was_training)
 
     def training_step(self, views: list[torch.Tensor], idx: torch.Tensor,

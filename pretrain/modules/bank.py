@@ -47,11 +47,20 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                  encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Fill rows with normalize(encode(x)) for every (x, idx) batch, the last partial one included."""
+                  encode: Callable[[torch.Tensor], torch.Tensor],
+                  gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  ) -> None:
+        """Fill rows with normalize(encode(x)) for every (x, idx) batch, the last partial one included.
+
+        Under DDP each rank encodes its shard and `gather` collects every rank's rows.
+        """
         for x, idx in batches:
-            self.weight[idx.to(self.weight.device)] = F.normalize(encode(x).float(), dim=1).to(self.weight.dtype)
-            self.filled[idx.to(self.weight.device)] = True
+            feats = F.normalize(encode(x).float(), dim=1)
+            if gather is not None:
+                feats, idx = gather(feats, idx)
+            idx = idx.to(self.weight.device)
+            self.weight[idx] = feats.to(self.weight.dtype)
+            self.filled[idx] = True
 
     def select(self, idx: torch.Tensor, num_negatives: int, generator: torch.Generator | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
