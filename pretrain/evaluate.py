@@ -74,6 +74,23 @@ def rankme(feats: torch.Tensor, max_samples: int = 25600, eps: float = 1e-7) -> 
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: torch.Tensor | None,
+                 test_images: np.ndarray | None, test_labels: torch.Tensor | None, preprocess: Preprocess,
+                 k: int = 200, t: float = 0.1, device: torch.device | str = "cpu", amp: bool = False,
+                 ) -> dict[str, float | None]:
+    """The project's evaluation: kNN top-1 (training images as the bank) and RankMe.
+
+    RankMe is computed on the test embeddings when there are labels to evaluate,
+    else on the training embeddings (label-free runs still get a score).
+    """
+    train_feats = extract_features(backbone, train_images, preprocess, device, amp=amp)
+    if test_images is None or train_labels is None or test_labels is None:
+        return {"knn_top1": None, "rankme": rankme(train_feats)}
+    test_feats = extract_features(backbone, test_images, preprocess, device, amp=amp)
+    return {"knn_top1": knn_top1(train_feats, train_labels, test_feats, test_labels, k, t),
+            "rankme": rankme(test_feats)}
+
+
 def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
                  device: str = "auto") -> dict:
     """kNN top-1 and RankMe of a finished run's backbone; written to RUN_DIR/eval.json."""
@@ -94,18 +111,12 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
     train_spec = data or cfg.data
     train = load_split(train_spec, pre, cfg.max_images if data is None else None, cfg.seed)
     test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
-    train_feats = extract_features(backbone, train.images, pre, dev)
-    result: dict = {"train": train_spec, "test": test_spec, "knn_top1": None, "k": cfg.knn_k, "t": cfg.knn_t}
-    if test_spec and train.labels is not None:
-        test = load_split(test_spec, pre)
-        keep = subset_indices(len(train.images), max_train or cfg.eval_max_train, cfg.seed + 1)
-        test_feats = extract_features(backbone, test.images, pre, dev)
-        result["knn_top1"] = knn_top1(train_feats[keep], train.labels[keep], test_feats, test.labels,
-                                      cfg.knn_k, cfg.knn_t)
-        result["rankme"] = rankme(test_feats)
-        result["num_test"] = len(test.images)
-    else:
-        result["rankme"] = rankme(train_feats)
-    result["num_train"] = len(train.images)
+    test = load_split(test_spec, pre) if test_spec and train.labels is not None else None
+    keep = subset_indices(len(train.images), max_train or cfg.eval_max_train, cfg.seed + 1)
+    result: dict = {"train": train_spec, "test": test_spec if test is not None else None, "k": cfg.knn_k,
+                    "t": cfg.knn_t, "num_train": len(keep), "num_test": len(test.images) if test else 0}
+    result.update(knn_protocol(backbone, train.images[keep], train.labels[keep] if train.labels is not None else None,
+                               test.images if test else None, test.labels if test else None, pre,
+                               cfg.knn_k, cfg.knn_t, dev))
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

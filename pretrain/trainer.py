@@ -30,7 +30,7 @@ from pretrain.config import PretrainConfig
 from pretrain.data import (Split, atomic_write_text, load_split, load_train_split, preprocess_of, subset_indices,
                            write_data_record)
 from pretrain.distributed import sync_batchnorm
-from pretrain.evaluate import extract_features, knn_top1, rankme
+from pretrain.evaluate import knn_protocol
 from pretrain.methods import Method, build_method
 from pretrain.methods.base import Gather
 from zoo import datasets
@@ -191,19 +191,11 @@ class Trainer:
     # -- evaluation
     def evaluate(self, backbone: nn.Module, train: Split, test: Split | None) -> dict[str, float | None]:
         cfg = self.cfg
-        amp = cfg.amp and self.device.type == "cuda"
         keep = subset_indices(len(train.images), cfg.eval_max_train, cfg.seed + 1)
-        bank_images = train.images[keep] if len(keep) < len(train.images) else train.images
-        train_feats = extract_features(backbone, bank_images, self.preprocess, self.device, amp=amp)
-        out: dict[str, float | None] = {"knn_top1": None}
-        if test is not None and train.labels is not None and test.labels is not None:
-            test_feats = extract_features(backbone, test.images, self.preprocess, self.device, amp=amp)
-            out["knn_top1"] = knn_top1(train_feats, train.labels[keep], test_feats, test.labels,
-                                       cfg.knn_k, cfg.knn_t)
-            out["rankme"] = rankme(test_feats)
-        else:
-            out["rankme"] = rankme(train_feats)
-        return out
+        labels = train.labels[keep] if train.labels is not None else None
+        return knn_protocol(backbone, train.images[keep], labels, test.images if test else None,
+                            test.labels if test else None, self.preprocess, cfg.knn_k, cfg.knn_t, self.device,
+                            amp=cfg.amp and self.device.type == "cuda")
 
     # -- the loop
     def fit(self) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""Per-step time and peak memory of effssl, npid and simclr: same backbone, batch and device, one run.
+
+    python benchmarks/pretrain_speed.py                         # cifar10-resnet18 config, batch 64, CPU
+    python benchmarks/pretrain_speed.py --batch-size 512 --device cuda --steps 50
+
+Each method runs in its own subprocess so that peak memory is its own: on CUDA
+torch.cuda.max_memory_allocated, on CPU the peak resident set size minus the
+resident size before the model was built (model, bank, optimizer, activations).
+Prints a markdown table, then one JSON line: {"config": {...}, "results": [...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("pretrain_speed")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Time `steps` training steps of one method after `warmup` steps."""
+    import torch
+
+    from pretrain.augment import AugmentParams, build_augment
+    from pretrain.config import build_config
+    from pretrain.data import load_train_split, preprocess_of
+    from pretrain.methods import build_method
+    from pretrain.trainer import select_device
+    from zoo.backbones import create_backbone, embedding_dim
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(args.recipe, method=args.worker, batch_size=args.batch_size, device=args.device,
+                       compile=args.compile)
+    dev = select_device(cfg.device)
+    pre = preprocess_of(cfg)
+    train = load_train_split(cfg, pre)
+    n = len(train.images)
+    images = torch.from_numpy(train.images[: args.batch_size * (args.steps + args.warmup)]).permute(0, 3, 1, 2)
+    images = images.contiguous().to(dev)
+    base_rss = _rss_mb()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev)
+    torch.manual_seed(0)
+    backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
+    embed = embedding_dim(backbone, cfg.img_size)
+    method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=n).to(dev)
+    if dev.type == "cuda" and cfg.channels_last:
+        method.backbone.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        method.backbone.compile()
+    opt = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4,
+                          **({"fused": True} if dev.type == "cuda" else {}))
+    augment = build_augment(AugmentParams.from_config(cfg, pre.mean, pre.std), cfg.augment)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    amp = cfg.amp and dev.type == "cuda"
+    times = []
+    for step in range(args.warmup + args.steps):
+        b = images[step * args.batch_size:(step + 1) * args.batch_size]
+        idx = torch.randint(0, n, (b.shape[0],), device=dev, generator=gen)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        views = [augment(b, gen) for _ in range(method.num_views)]
+        if dev.type == "cuda" and cfg.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = method(views, idx, gen, gen)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(dev) - base_cuda) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base_rss
+    step_s = statistics.median(times)
+    return {"method": args.worker, "step_s": round(step_s, 4), "peak_mem_mb": round(peak, 1),
+            "images_per_s": round(args.batch_size / step_s, 1), "steps": len(times),
+            "device": str(dev), "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="cifar10-resnet18", help="recipe giving backbone, K, d, image size")
+    p.add_argument("--methods", default="effssl,npid,simclr", help="comma-separated methods")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (each method)")
+    p.add_argument("--steps", type=int, default=4, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = []
+    for method in args.methods.split(","):
+        cmd = [sys.executable, __file__, "--worker", method, *[a for a in (argv or sys.argv[1:])]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            log.error("%s failed:\n%s", method, proc.stderr[-2000:])
+            return 1
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        log.info("%s: %s", method, results[-1])
+    from pretrain.config import build_config
+
+    cfg = build_config(args.recipe, batch_size=args.batch_size)
+    config = {"recipe": args.recipe, "model": cfg.model, "small_stem": cfg.small_stem, "img_size": cfg.img_size,
+              "batch_size": args.batch_size, "num_negatives": cfg.num_negatives, "proj_dim": cfg.proj_dim,
+              "device": results[0]["device"], "threads": results[0]["threads"], "steps": args.steps,
+              "compile": args.compile}
+    ref = {r["method"]: r for r in results}
+    print("\n| method | step (s) | images/s | peak memory (MB) | step vs simclr | memory vs simclr |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        s = ref.get("simclr")
+        rel_t = f"{r['step_s'] / s['step_s']:.2f}x" if s else "-"
+        rel_m = f"{r['peak_mem_mb'] / s['peak_mem_mb']:.2f}x" if s else "-"
+        print(f"| {r['method']} | {r['step_s']:.3f} | {r['images_per_s']:.0f} | {r['peak_mem_mb']:.0f} | {rel_t} | {rel_m} |")
+    print(json.dumps({"config": config, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
