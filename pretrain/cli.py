@@ -64,7 +64,12 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig) if f.name not in _SKIP}
-    return build_config(args.recipe, **overrides)
+    base = None
+    if getattr(args, "resume_from", None) and not getattr(args, "resume", False):
+        from pretrain.continual import inherited_config
+
+        base = inherited_config(args.resume_from)
+    return build_config(args.recipe, base=base, **overrides)
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

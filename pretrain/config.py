@@ -197,8 +197,9 @@ def load_recipe(name: str | None) -> dict[str, Any]:
     return values
 
 
-def build_config(recipe: str | None = None, **overrides: Any) -> PretrainConfig:
-    """Defaults < recipe < overrides (None values in overrides mean 'not given')."""
-    values = load_recipe(recipe)
+def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, **overrides: Any) -> PretrainConfig:
+    """Defaults < base (a continual step's source) < recipe < overrides (None means 'not given')."""
+    values = dict(base or {})
+    values.update(load_recipe(recipe))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PretrainConfig.from_dict(values)

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
+from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
 from pretrain.config import PretrainConfig
 from pretrain.data import (Split, atomic_write_text, load_split, load_train_split, preprocess_of, subset_indices,
@@ -33,6 +35,7 @@ from pretrain.distributed import sync_batchnorm
 from pretrain.evaluate import knn_protocol
 from pretrain.methods import Method, build_method
 from pretrain.methods.base import Gather
+from pretrain.modules.regularizers import AnchorPenalty
 from zoo import datasets
 from zoo.backbones import create_backbone, embedding_dim, small_stem_name
 from zoo.timm_files import make_config, save_backbone
@@ -209,11 +212,21 @@ class Trainer:
         test = load_split(eval_spec, self.preprocess) if eval_spec and train.files.labels is not None else None
         if main:
             write_data_record(run_dir, cfg, train, eval_spec if test is not None else None)
-        n = len(train.images)
-        log.info("training on %d images from %s (%s), eval: %s", n, train.files.root, cfg.data, eval_spec or "none")
+        source = continual.resolve_source(cfg.resume_from) if cfg.resume_from else None
+        replayed = continual.replay_images(run_dir, source, self.resume) if source else None
+        if main and cfg.replay > 0:
+            continual.carry_reservoir(run_dir, source, cfg.replay, train.images, cfg.seed, self.resume)
+        pixels = train.images if replayed is None else np.concatenate([train.images, replayed])
+        n = len(pixels)
+        log.info("training on %d images from %s (%s)%s, eval: %s", n, train.files.root, cfg.data,
+                 f" + {len(replayed)} replayed" if replayed is not None else "", eval_spec or "none")
 
         method = self._build(n)
-        images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous().to(dev)
+        penalty = None
+        if source is not None:
+            continual.load_start_weights(method, source)
+            penalty = self._penalty(method, source, train)
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(dev)
         augment = build_augment(AugmentParams.from_config(cfg, self.preprocess.mean, self.preprocess.std), cfg.augment)
         optimizer = self._optimizer(method)
         per_rank = max(2, min(cfg.batch_size, n) // self.dist.world_size)
@@ -269,8 +282,9 @@ class Trainer:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with self._autocast():
                     out = model(views, idx, shared, local)
+                loss = out.loss if penalty is None else out.loss + penalty(method.backbone)
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                loss.backward()
                 optimizer.step()
                 scheduler.step()
                 loss_sum += out.loss.detach()
@@ -310,7 +324,34 @@ class Trainer:
                 self._gather_rng(local)
         if not main:
             return {}
+        if source is not None:
+            continual.write_lineage(run_dir, source, cfg.to_dict(), len(train.images),
+                                    0 if replayed is None else len(replayed))
         return self._finish(method, metrics_row, images_seen, wall)
+
+    def _penalty(self, method: Method, source: "continual.Source", train: Split) -> nn.Module | None:
+        """L2-SP or MAS toward the starting backbone (built before any checkpoint is loaded)."""
+        cfg = self.cfg
+        if not cfg.reg or cfg.reg_weight <= 0:
+            return None
+        if cfg.reg not in ("l2sp", "mas"):
+            raise ValueError(f"--reg must be l2sp or mas, got {cfg.reg!r}")
+        importance = None
+        if cfg.reg == "mas":
+            prev = self._previous_chunk(source, train)
+            importance = continual.mas_importance_of(source, method.backbone, prev, self.preprocess, self.device)
+        return AnchorPenalty(method.backbone, cfg.reg_weight, importance).to(self.device)
+
+    def _previous_chunk(self, source: "continual.Source", train: Split) -> np.ndarray:
+        """The source's own training images (MAS importance is measured on them), else its replay."""
+        last = source.lineage[-1] if source.lineage else {}
+        if source.run_dir is not None and last.get("data"):
+            return load_split(last["data"], self.preprocess, last.get("max_images"),
+                              int(source.config.get("seed", 0))).images
+        replay = continual.Reservoir.load(self.run_dir, name=continual.REPLAY_IN_FILE)
+        if len(replay):
+            return replay.images
+        raise ValueError(f"{source.spec}: no earlier images to estimate MAS importance on; use --reg l2sp")
 
     def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
         """Every rank's augmentation RNG state, so a resumed DDP run draws the same crops."""
