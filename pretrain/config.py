@@ -202,4 +202,6 @@ def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, 
     values = dict(base or {})
     values.update(load_recipe(recipe))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if recipe:  # recorded for the model card
+        values["extra"] = {**values.get("extra", {}), "recipe": recipe}
     return PretrainConfig.from_dict(values)

@@ -64,10 +64,11 @@ def resolve_source(spec: str) -> Source:
             [_step_record(config, path, None)]
         return Source(spec, path / "backbone", path, {k: v for k, v in config.items() if k not in _NOT_INHERITED},
                       lineage)
-    from zoo.pretrained import snapshot_path  # published model: download (or find) its files
+    from zoo.pretrained import fetch  # a published model: download (or check out) its verified files
 
     repo_id, _, revision = spec.partition("@")
-    folder = snapshot_path(repo_id, revision or None)
+    folder = fetch(repo_id, ["config.json", "model.safetensors"], revision or None,
+                   optional=[LINEAGE_FILE]).folder
     cfg = json.loads((folder / "config.json").read_text())
     pre = cfg["pretrained_cfg"]
     extra = cfg.get("edgezoo", {})

@@ -46,7 +46,7 @@ def _half_image(n: int) -> torch.Tensor:
 
 
 def test_flip_rate_matches():
-    n = 4000
+    n = 2000
     p = _params(crop_scale=(1.0, 1.0), jitter_p=0.0, gray_p=0.0)
     p = AugmentParams(**{**p.__dict__, "ratio": (1.0, 1.0)})
     rates = []
@@ -54,11 +54,11 @@ def test_flip_rate_matches():
         y = aug(_half_image(n), torch.Generator().manual_seed(0))
         left_bright = y[:, 0, :, :8].mean(dim=(1, 2)) > y[:, 0, :, 24:].mean(dim=(1, 2))
         rates.append(left_bright.float().mean().item())
-    assert all(abs(r - 0.5) < 0.04 for r in rates), rates
+    assert all(abs(r - 0.5) < 0.05 for r in rates), rates
 
 
 def test_grayscale_and_jitter_rates_match():
-    n = 3000
+    n = 2000
     torch.manual_seed(0)
     colourful = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
     colourful[:, 0], colourful[:, 1], colourful[:, 2] = 200, 60, 20
@@ -74,12 +74,12 @@ def test_grayscale_and_jitter_rates_match():
                 changed = (y.mean(dim=(2, 3)) - ref).abs().amax(dim=1) > 1e-3
             rates.append(changed.float().mean().item())
         expect = kw["gray_p"] if name == "gray" else kw["jitter_p"]
-        assert all(abs(r - expect) < 0.04 for r in rates), (name, rates)
+        assert all(abs(r - expect) < 0.05 for r in rates), (name, rates)
 
 
 def test_jitter_brightness_spread_matches():
     """Mean intensity after jitter has the same spread on both paths."""
-    n = 3000
+    n = 2000
     grey = torch.full((n, 3, 32, 32), 128, dtype=torch.uint8)
     grey[:, 0] = 150
     p = _params(crop_scale=(1.0, 1.0), jitter_p=1.0, gray_p=0.0)

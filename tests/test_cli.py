@@ -1,5 +1,6 @@
 """`edgezoo --help` and each subcommand's --help explain every option."""
 
+import os
 import re
 import subprocess
 import sys
@@ -8,7 +9,8 @@ from app.cli import build_parser
 
 
 def _help(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args, "--help"], capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": "200"}  # one option per line, whatever the terminal
+    proc = subprocess.run([sys.executable, "-m", "app.cli", *args, "--help"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

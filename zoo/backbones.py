@@ -69,9 +69,13 @@ def _small_stem_entrypoint(base: str) -> Callable[..., Any]:
         given = kwargs.pop("pretrained_cfg", None)
         overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
         kwargs.pop("cache_dir", None)
+        given_cfg = (given.to_dict() if hasattr(given, "to_dict") else dict(given)) if given is not None else None
+        if given_cfg is not None and given_cfg.get("num_classes") is not None:
+            # hf-hub loading passes the repo's config, not num_classes: build the head it describes
+            kwargs.setdefault("num_classes", given_cfg["num_classes"])
         model = apply_small_stem(timm.create_model(base, pretrained=False, **kwargs))
-        if given is not None:
-            cfg = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+        if given_cfg is not None:
+            cfg = given_cfg
         else:  # the base's preprocessing defaults, never its weight sources or paper tags
             cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _FOREIGN_CFG_KEYS}
         cfg.update(overlay)
