@@ -31,6 +31,16 @@ STAGES = [
     _Stage("pretrain", "self-supervised pretraining of a timm backbone into RUN_DIR", "pretrain.cli",
            "add_pretrain_arguments", "run_pretrain"),
     _Stage("eval", "kNN top-1 and RankMe of a RUN_DIR's backbone", "pretrain.cli", "add_eval_arguments", "run_eval"),
+    _Stage("export", "RUN_DIR's backbone to validated ONNX fp32 + int8 and ORT format", "export.cli",
+           "add_export_arguments", "run_export"),
+    _Stage("publish", "publish a finished, exported RUN_DIR (model card, weights, ONNX) to a hub as a new version",
+           "zoo.cli", "add_publish_arguments", "run_publish"),
+    _Stage("list", "list the published models of the hub with their key metrics", "zoo.cli", "add_list_arguments",
+           "run_list"),
+    _Stage("run", "the whole pipeline: pretrain, evaluate, export + validate, publish, then serve the demo "
+           "(finished stages are skipped)", "app.pipeline", "add_run_arguments", "run_pipeline"),
+    _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo",
+           "add_demo_arguments", "run_demo"),
 ]
 
 

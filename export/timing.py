@@ -1,0 +1,28 @@
+"""Latency of one callable, reported as percentiles (median of repeats: robust to a busy machine)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+def latency_ms(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+    """p50/p90/mean wall time of fn() in milliseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "mean_ms": float(arr.mean()), "repeats": repeats}
+
+
+def tile_batch(x: np.ndarray, n: int) -> np.ndarray:
+    """Exactly n rows of x (repeating it when it has fewer), for fixed-batch timing."""
+    reps = -(-n // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:n]) if reps > 1 else np.ascontiguousarray(x[:n])

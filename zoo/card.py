@@ -1,0 +1,314 @@
+"""Model cards: README.md of a published repo, rendered from the run's own files.
+
+Every number on the card is read from RUN_DIR (metrics.json, log.csv,
+config.yaml, backbone/config.json, export/validation.json) or measured from the
+weights at publish time (parameters; GMACs when torch is installed), never typed
+by hand. The YAML metadata is produced with a YAML dumper, not templated, so
+quoting is always valid; the prose lives in ``model_cards/template.md.j2``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from zoo.errors import EdgezooError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.hub import RunFiles
+
+log = logging.getLogger(__name__)
+
+CURVE_NAME = "training_curve.png"
+TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md.j2"
+# Named sources that are Hub datasets: (Hub dataset id, display name). A user's folder has no id.
+HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10")}
+CITATIONS = {
+    "effssl": {
+        "key": "cao2024efficiency",
+        "text": 'Yun-Hao Cao and Jianxin Wu. "On Improving the Algorithm-, Model-, and Data- Efficiency of '
+                'Self-Supervised Learning." arXiv:2404.19289, 2024.',
+        "bibtex": "@article{cao2024efficiency,\n"
+                  "  title   = {On Improving the Algorithm-, Model-, and Data- Efficiency of Self-Supervised "
+                  "Learning},\n"
+                  "  author  = {Cao, Yun-Hao and Wu, Jianxin},\n"
+                  "  journal = {arXiv preprint arXiv:2404.19289},\n"
+                  "  year    = {2024}\n}",
+        "arxiv": "2404.19289",
+    },
+    "npid": {
+        "key": "wu2018unsupervised",
+        "text": 'Zhirong Wu, Yuanjun Xiong, Stella X. Yu and Dahua Lin. "Unsupervised Feature Learning via '
+                'Non-Parametric Instance Discrimination." CVPR 2018, arXiv:1805.01978.',
+        "bibtex": "@inproceedings{wu2018unsupervised,\n"
+                  "  title     = {Unsupervised Feature Learning via Non-Parametric Instance Discrimination},\n"
+                  "  author    = {Wu, Zhirong and Xiong, Yuanjun and Yu, Stella X. and Lin, Dahua},\n"
+                  "  booktitle = {CVPR},\n"
+                  "  year      = {2018}\n}",
+        "arxiv": "1805.01978",
+    },
+    "simclr": {
+        "key": "chen2020simple",
+        "text": 'Ting Chen, Simon Kornblith, Mohammad Norouzi and Geoffrey Hinton. "A Simple Framework for '
+                'Contrastive Learning of Visual Representations." ICML 2020, arXiv:2002.05709.',
+        "bibtex": "@inproceedings{chen2020simple,\n"
+                  "  title     = {A Simple Framework for Contrastive Learning of Visual Representations},\n"
+                  "  author    = {Chen, Ting and Kornblith, Simon and Norouzi, Mohammad and Hinton, Geoffrey},\n"
+                  "  booktitle = {ICML},\n"
+                  "  year      = {2020}\n}",
+        "arxiv": "2002.05709",
+    },
+}
+METHOD_NAMES = {"effssl": "EffSSL (instance CE with a memory bank, SqrtKL self-distillation and CutMix; Cao & Wu 2024)",
+                "npid": "NPID (non-parametric instance discrimination)", "simclr": "SimCLR"}
+# Training options shown on the card (the complete set is published as training/config.yaml).
+KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method", "epochs", "batch_size", "lr",
+               "temperature", "num_negatives", "proj_dim", "sqrtkl_weight", "cutmix_alpha", "bank_update", "seed")
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _require(module: str) -> Any:
+    """Import a publishing-only dependency, or say how to install it (one line, no traceback)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EdgezooError(f"publishing needs {module} (model card): pip install 'edgezoo[train]'") from exc
+
+
+# --- measurements ---------------------------------------------------------------------------------------
+
+def _params_from_safetensors(path: Path) -> int:
+    """Parameter count from the safetensors header alone (no torch): BatchNorm statistics excluded."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    return sum(math.prod(v["shape"]) for k, v in header.items()
+               if k != "__metadata__" and not k.endswith(_BUFFER_SUFFIXES))
+
+
+def model_stats(backbone_dir: str | Path, img_size: int) -> dict[str, Any]:
+    """Parameters, and GMACs at `img_size` counted with torch's FlopCounterMode where torch is installed."""
+    backbone_dir = Path(backbone_dir)
+    try:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from zoo.backbones import count_params
+        from zoo.timm_files import load_backbone
+    except ImportError:
+        log.info("torch not installed: parameters from the safetensors header, GMACs not counted")
+        return {"params": _params_from_safetensors(backbone_dir / "model.safetensors"), "gmacs": None,
+                "counted_with": None}
+    model = load_backbone(backbone_dir)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, img_size, img_size))
+    return {"params": count_params(model), "gmacs": counter.get_total_flops() / 2 / 1e9,
+            "counted_with": f"torch {torch.__version__} FlopCounterMode"}
+
+
+# --- the training curve ---------------------------------------------------------------------------------
+
+def _floats(rows: Sequence[dict[str, str]], key: str) -> list[float | None]:
+    out: list[float | None] = []
+    for row in rows:
+        try:
+            out.append(float(row[key]) if row.get(key) not in (None, "") else None)
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def plot_training_curve(rows: Sequence[dict[str, str]], out: str | Path, title: str = "") -> Path:
+    """Loss per epoch (and kNN top-1 where evaluated) from log.csv's rows, as a PNG."""
+    matplotlib = _require("matplotlib")
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(float(r["epoch"])) for r in rows]
+    loss, knn = _floats(rows, "loss"), _floats(rows, "knn_top1")
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(epochs, loss, marker="o", color="tab:blue", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.grid(alpha=0.3)
+    points = [(e, k * 100) for e, k in zip(epochs, knn) if k is not None]
+    if points:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*points), marker="s", color="tab:orange", label="kNN top-1 (%)")
+        ax2.set_ylabel("kNN top-1 (%)", color="tab:orange")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, format="png", metadata={"Software": None})
+    return out
+
+
+# --- the card -------------------------------------------------------------------------------------------
+
+def _named_source(spec: str | None) -> tuple[str | None, str | None, str | None]:
+    """(Hub dataset id or None, display name, split) of a source spec; local paths reduced to their name."""
+    from zoo.datasets import split_spec
+    from zoo.hub import public_path
+
+    if not spec:
+        return None, None, None
+    base, split = split_spec(str(spec))
+    hub_id, name = HUB_DATASETS.get(base.lower(), (None, public_path(base)))
+    return hub_id, name, split
+
+
+def dataset_info(config: dict[str, Any], data_record: dict[str, Any]) -> dict[str, Any]:
+    """Training and kNN-evaluation data as the card names them: Hub dataset ids only for known named sources."""
+    hub_id, name, _ = _named_source(config.get("data"))
+    eval_spec = (data_record.get("eval") or {}).get("spec") or config.get("eval_data")
+    eval_hub_id, eval_name, eval_split = _named_source(eval_spec)
+    train = data_record.get("train") or {}
+    return {"hub_id": hub_id, "name": name, "eval_hub_id": eval_hub_id, "eval_name": eval_name,
+            "eval_split": eval_split or ("test" if eval_hub_id else None),
+            "classes": train.get("classes"), "max_images": train.get("max_images")}
+
+
+def _latency_rows(latency: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{runtime: {"batchN": {p50_ms, p90_ms, ...}}}`` as table rows."""
+    rows = []
+    for runtime, per_batch in latency.items():
+        for batch, stats in (per_batch.items() if isinstance(per_batch, dict) else ()):
+            if isinstance(stats, dict) and "p50_ms" in stats:
+                rows.append({"runtime": runtime, "batch": str(batch).removeprefix("batch"), **stats})
+    return rows
+
+
+def onnx_summary(validation: dict[str, Any]) -> dict[str, Any]:
+    """export/validation.json in the card's terms (tolerates the keys of older and newer reports)."""
+    from zoo.hub import public_json
+
+    v = public_json(validation)
+    onnx, runtime = v.get("onnx") or {}, v.get("runtime") or {}
+    fp32, int8 = v.get("fp32_vs_torch") or v.get("fp32") or {}, v.get("int8_vs_torch") or v.get("int8") or {}
+    return {
+        "passed": v.get("passed"), "checks": v.get("checks", []),
+        "opset": onnx.get("opset", v.get("opset")),
+        "onnxruntime": runtime.get("onnxruntime", v.get("onnxruntime_version")),
+        "machine": runtime.get("machine"), "exporter": (v.get("export") or {}).get("exporter"),
+        "quantization": v.get("quantization") or {}, "validated_on": (v.get("data") or {}).get("validation") or {},
+        "agreement": [(key, fp32.get(key), int8.get(key)) for key in dict.fromkeys([*fp32, *int8])
+                      if not key.endswith("_raw")],
+        "knn": v.get("knn") or {},
+        "sizes": {k: n for k, n in (v.get("sizes") or {}).items() if isinstance(n, (int, float))},
+        "latency": _latency_rows(v.get("latency_ms") or v.get("latency") or {}),
+    }
+
+
+def lineage_table(lineage: Any) -> dict[str, Any] | None:
+    """lineage.json (one record per continual step) as table columns and rows; None without one."""
+    from zoo.hub import public_json
+
+    if lineage is None:
+        return None
+    steps = public_json(lineage if isinstance(lineage, list) else [lineage])
+    steps = [s if isinstance(s, dict) else {"step": s} for s in steps]
+    columns = list(dict.fromkeys(k for step in steps for k in step))
+    return {"columns": columns, "rows": [[step.get(c) for c in columns] for step in steps]}
+
+
+def _metadata(ctx: dict[str, Any]) -> dict[str, Any]:
+    m, data = ctx["metrics"], ctx["data"]
+    meta: dict[str, Any] = {
+        "library_name": "timm",
+        "pipeline_tag": "image-feature-extraction",
+        "license": ctx["license"],
+        "tags": sorted({"edgezoo", "timm", "image-feature-extraction", "self-supervised", "onnx",
+                        str(m["method"]), str(m["architecture"])}),
+    }
+    if data["hub_id"]:
+        meta["datasets"] = [data["hub_id"]]
+    if m.get("knn_top1") is not None and data["eval_name"]:
+        dataset: dict[str, Any] = {"name": data["eval_name"], "type": data["eval_hub_id"] or "imagefolder"}
+        if data["eval_split"]:
+            dataset["split"] = data["eval_split"]
+        meta["model-index"] = [{
+            "name": ctx["repo_id"],
+            "results": [{
+                "task": {"type": "image-feature-extraction", "name": f"kNN classification (k={ctx['knn_k']})"},
+                "dataset": dataset,
+                "metrics": [{"type": "accuracy", "name": "kNN top-1", "value": round(100 * m["knn_top1"], 2)}],
+            }],
+        }]
+    return meta
+
+
+def card_context(run: "RunFiles", repo_id: str, version: str, *, files: Iterable[str] = (),
+                 stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the template shows, from the run's files (and `stats`, measured when not given)."""
+    import yaml
+
+    from zoo.hub import public_json
+
+    m, cfg = run.metrics, run.backbone_config
+    pcfg = cfg.get("pretrained_cfg", {})
+    stats = stats or model_stats(run.backbone, int(m["img_size"]))
+    config = public_json(run.config)
+    ctx: dict[str, Any] = {
+        "repo_id": repo_id, "name": repo_id.split("/")[-1], "version": version,
+        "metrics": m, "config": config, "key_options": {k: config[k] for k in KEY_OPTIONS if k in config},
+        "recipe": (config.get("extra") or {}).get("recipe"),
+        "architecture": cfg["architecture"], "embed_dim": cfg["embed_dim"], "pretrained_cfg": pcfg,
+        "license": pcfg.get("license", "apache-2.0"), "stats": stats,
+        "data": dataset_info(run.config, run.data), "knn_k": run.config.get("knn_k"),
+        "knn_t": run.config.get("knn_t"),
+        "knn_bank": min(n for n in (run.config.get("eval_max_train"), m["num_images"]) if n is not None),
+        "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
+        "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage), "files": sorted(set(files)),
+        "curve": CURVE_NAME, "method_name": METHOD_NAMES.get(m["method"], m["method"]),
+        "citation": CITATIONS.get(m["method"]), "method_citation": CITATIONS["effssl"],
+    }
+    ctx["metadata_yaml"] = yaml.safe_dump(_metadata(ctx), sort_keys=False, allow_unicode=True).strip()
+    return ctx
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """Numbers at a sensible precision for prose and tables (4 significant digits by default)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "–"}[value]
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value == 0 or not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v, digits) for v in value)
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.2f} h"
+
+
+def render_card(context: dict[str, Any], template: str | Path | None = None) -> str:
+    """README.md text: YAML front matter + the jinja2 template (StrictUndefined: a missing fact fails loudly)."""
+    jinja2 = _require("jinja2")
+    path = Path(template) if template else TEMPLATE
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(path.parent)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters.update(fmt=_fmt, duration=_duration,
+                       pct=lambda x, d=2: "–" if x is None else f"{100 * x:.{d}f}%",
+                       size=lambda n: "–" if n is None else f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB",
+                       tojson_compact=lambda v: json.dumps(v, sort_keys=True))
+    return env.get_template(path.name).render(**context)

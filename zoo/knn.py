@@ -1,0 +1,69 @@
+"""Weighted kNN and neighbour agreement in numpy, for export validation and edge-side checks.
+
+The same protocol as ``pretrain.evaluate.knn_top1`` (Wu et al. 2018's weighted
+vote: k nearest bank rows by cosine, weights exp(sim / t)), but torch-free so the
+export checks and an edge install compute it without torch. Inputs are
+L2-normalised (N, D) embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _top_k(sim: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest entries of each row, best first."""
+    idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sim, idx, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1)
+
+
+def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k: int = 200, t: float = 0.1,
+                num_classes: int | None = None, chunk: int = 1024) -> np.ndarray:
+    """Predicted class of each query by a similarity-weighted vote of its k nearest bank rows."""
+    bank = np.asarray(bank, np.float32)
+    bank_labels = np.asarray(bank_labels, np.int64)
+    queries = np.asarray(queries, np.float32)
+    if len(bank) == 0 or len(bank) != len(bank_labels):
+        raise ValueError(f"bank needs >= 1 row and one label per row, got {len(bank)} rows, {len(bank_labels)} labels")
+    num_classes = num_classes or int(bank_labels.max()) + 1
+    k = min(k, len(bank))
+    preds = np.empty(len(queries), np.int64)
+    for start in range(0, len(queries), chunk):
+        sim = queries[start:start + chunk] @ bank.T
+        idx = _top_k(sim, k)
+        weights = np.exp(np.take_along_axis(sim, idx, axis=1).astype(np.float64) / t)
+        votes = np.zeros((len(idx), num_classes), np.float64)
+        np.add.at(votes, (np.arange(len(idx))[:, None], bank_labels[idx]), weights)
+        preds[start:start + chunk] = votes.argmax(axis=1)
+    return preds
+
+
+def knn_top1(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
+             k: int = 200, t: float = 0.1, num_classes: int | None = None) -> float:
+    """Weighted kNN top-1 accuracy (a fraction in [0, 1])."""
+    query_labels = np.asarray(query_labels, np.int64)
+    num_classes = num_classes or int(max(np.max(bank_labels), query_labels.max())) + 1
+    preds = knn_predict(bank, bank_labels, queries, k, t, num_classes)
+    return float((preds == query_labels).mean())
+
+
+def neighbour_agreement(ref: np.ndarray, other: np.ndarray, k: int = 10) -> dict[str, float]:
+    """How far two embeddings of the same images agree on who is whose neighbour (self excluded).
+
+    ``top1``: fraction of images whose nearest neighbour is the same image;
+    ``top{k}``: mean overlap of the k-nearest-neighbour sets.
+    """
+    ref, other = np.asarray(ref, np.float32), np.asarray(other, np.float32)
+    if ref.shape[0] != other.shape[0] or ref.shape[0] < 2:
+        raise ValueError(f"need the same >= 2 images in both, got {ref.shape[0]} and {other.shape[0]}")
+    k = min(k, ref.shape[0] - 1)
+    nn_ref, nn_other = (_top_k(_without_self(x), k) for x in (ref, other))
+    overlap = [len(np.intersect1d(a, b)) / k for a, b in zip(nn_ref, nn_other)]
+    return {"top1": float((nn_ref[:, 0] == nn_other[:, 0]).mean()), f"top{k}": float(np.mean(overlap))}
+
+
+def _without_self(x: np.ndarray) -> np.ndarray:
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim

@@ -1,0 +1,236 @@
+"""``zoo.from_pretrained``: a published model as an embedder, from the local hub or a Hub.
+
+Resolution: the local hub when the repo exists there (or ``hub="local"``), else
+the Hugging Face Hub (or whatever HF_ENDPOINT points at, e.g. olah serving a
+local hub to an offline fleet) through huggingface_hub's normal cache, so
+HF_HUB_OFFLINE=1 works once the files are cached. Only the files the chosen
+backend needs are fetched, each verified against manifest.json before use;
+weights are read from safetensors or ONNX only, never unpickled.
+
+Backends: "torch" (timm + zoo.timm_files.load_backbone, ``.model`` is the
+module), "onnx" (zoo.edge.EdgeEmbedder, never imports torch) and "auto" (torch
+when it is installed, else onnx). Both preprocess with zoo.preprocess.Preprocess
+from the repo's config.json, so they embed the same pixels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from zoo.hub import (DEFAULT_BRANCH, HubError, LocalHub, UnknownRepoError, UnknownRevisionError, check_repo_id,
+                     hf_errors_to_hub_errors, local_hub_dir)
+from zoo.manifest import MANIFEST_NAME, ChecksumError, read_manifest, verify_folder
+from zoo.preprocess import Preprocess, batched, l2_normalize
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_VARIANTS = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx"}
+TORCH_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Verified files of one published revision on local disk."""
+
+    folder: Path
+    repo_id: str
+    revision: str
+    commit: str
+    source: str
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def _snapshot_cache() -> Path:
+    from zoo.datasets import cache_dir
+
+    return cache_dir() / "snapshots"
+
+
+def _fetch_local(hub: LocalHub, repo_id: str, revision: str | None, files: Sequence[str],
+                 optional: Sequence[str]) -> Snapshot:
+    commit = hub.resolve(repo_id, revision)
+    if commit is None:
+        tags = sorted(hub.refs(repo_id)["tags"])
+        raise UnknownRevisionError(f"{repo_id}: no revision {revision!r} in the local hub {hub.root} "
+                                   f"(versions: {', '.join(tags) or 'none'})")
+    tree = set(hub.files(repo_id, commit))
+    missing = [p for p in (MANIFEST_NAME, *files) if p not in tree]
+    if missing:
+        raise ChecksumError(f"{repo_id}@{revision or DEFAULT_BRANCH}: {', '.join(missing)} not in the repository "
+                            "(not an edgezoo repository); refusing unverified files")
+    files = [*files, *(p for p in optional if p in tree)]
+    folder = _snapshot_cache() / repo_id / commit
+    try:
+        manifest = read_manifest(folder / MANIFEST_NAME)
+        verify_folder(folder, manifest, files)
+    except ChecksumError:  # not checked out yet, or the cached copy was damaged: (re)write it from git
+        hub.checkout(repo_id, commit, folder, [MANIFEST_NAME, *files])
+        manifest = read_manifest(folder / MANIFEST_NAME)
+        verify_folder(folder, manifest, files)  # now a mismatch means the repository itself was tampered with
+    return Snapshot(folder, repo_id, manifest.get("version") or revision or DEFAULT_BRANCH, commit, "local", manifest)
+
+
+def _fetch_hf(repo_id: str, revision: str | None, files: Sequence[str], optional: Sequence[str]) -> Snapshot:
+    from huggingface_hub import snapshot_download
+
+    rev = revision or DEFAULT_BRANCH  # explicit: some mirrors (olah) answer model_info only with a revision
+    try:
+        folder = Path(snapshot_download(repo_id, revision=rev, repo_type="model",
+                                        allow_patterns=[MANIFEST_NAME, *files, *optional]))
+    except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
+        error = hf_errors_to_hub_errors(exc, repo_id, rev)
+        if isinstance(error, UnknownRepoError) and revision is not None:
+            error = _unknown_revision_or(error, repo_id, rev)
+        raise error from exc
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ChecksumError(f"{repo_id}@{rev}: no {MANIFEST_NAME}; not an edgezoo repository, refusing unverified "
+                            "weights")
+    manifest = read_manifest(manifest_path)
+    verify_folder(folder, manifest, [*files, *(p for p in optional if p in manifest["files"])])
+    return Snapshot(folder, repo_id, manifest.get("version") or rev, folder.name, "hf", manifest)
+
+
+def _unknown_revision_or(error: HubError, repo_id: str, revision: str) -> HubError:
+    """Some servers (olah) answer an unknown revision as an unknown repo: tell the two apart by the refs."""
+    from huggingface_hub import HfApi
+
+    try:
+        refs = HfApi().list_repo_refs(repo_id)
+    except Exception:  # noqa: BLE001 - the repo really is unknown (or unreachable): keep the first answer
+        return error
+    versions = sorted(t.name for t in refs.tags)
+    return UnknownRevisionError(f"{repo_id}: no revision {revision!r} on the hub (versions: "
+                                f"{', '.join(versions) or 'none'})")
+
+
+def fetch(repo_id: str, files: Sequence[str], revision: str | None = None, *, optional: Sequence[str] = (),
+          hub: str | None = None, hub_dir: str | Path | None = None) -> Snapshot:
+    """Download (or check out) `files` (and `optional` ones the repo has) of `repo_id` at `revision`,
+    verified against manifest.json."""
+    check_repo_id(repo_id)
+    if hub not in (None, "local", "hf"):
+        raise HubError(f"unknown hub {hub!r}: expected 'local' or 'hf'")
+    local = LocalHub(local_hub_dir(hub_dir))
+    if hub == "local" or (hub is None and local.exists(repo_id)):
+        local.require(repo_id)
+        return _fetch_local(local, repo_id, revision, files, optional)
+    return _fetch_hf(repo_id, revision, files, optional)
+
+
+# --- embedders ------------------------------------------------------------------------------------------
+
+class TorchEmbedder:
+    """The timm backbone in eval mode, fed by the shared numpy preprocessing."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        from zoo.timm_files import load_backbone, preprocess_of
+
+        self.device = device
+        self.model = load_backbone(folder).to(device)
+        self.preprocess = preprocess_of(folder)
+        self.dim = int(json.loads((Path(folder) / "config.json").read_text())["embed_dim"])
+
+    def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of images, paths or uint8 arrays (or one of them)."""
+        import torch
+
+        out = [np.zeros((0, self.dim), np.float32)]
+        for chunk in batched(as_batch(items), batch_size):
+            pixels, _ = self.preprocess.decode(chunk)
+            x = torch.from_numpy(self.preprocess.normalize(pixels)).to(self.device)
+            with torch.inference_mode():
+                out.append(self.model(x).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+
+def as_batch(items: Any) -> list[Any]:
+    """A list of images from one image (a path, a PIL image, an (H, W, 3) array) or an iterable of them."""
+    if isinstance(items, (str, Path)) or (isinstance(items, np.ndarray) and items.ndim == 3):
+        return [items]
+    if hasattr(items, "convert") and hasattr(items, "size"):  # a PIL image, without importing PIL here
+        return [items]
+    return list(items)
+
+
+@dataclass
+class PretrainedModel:
+    """A published model ready to embed: ``embed(images | paths | arrays) -> (N, D)`` L2-normalised float32."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    backend: str
+    variant: str | None
+    path: Path
+    config: dict[str, Any]
+    runner: Any = field(repr=False)
+
+    @property
+    def model(self) -> Any:
+        """The torch module (torch backend), else None."""
+        return getattr(self.runner, "model", None) if self.backend == "torch" else None
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.runner.preprocess
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
+        return np.asarray(self.runner.embed(as_batch(items), batch_size=batch_size), dtype=np.float32)
+
+    __call__ = embed
+
+
+def _torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
+
+
+def _choose_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise HubError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "torch" if _torch_available() else "onnx"
+    return backend
+
+
+def _needed_files(backend: str, variant: str) -> list[str]:
+    if backend == "torch":
+        return list(TORCH_FILES)
+    if variant not in ONNX_VARIANTS:
+        raise HubError(f"unknown ONNX variant {variant!r}: expected one of {', '.join(ONNX_VARIANTS)}")
+    return ["config.json", ONNX_VARIANTS[variant]]
+
+
+def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "auto", *, variant: str = "fp32",
+                    hub: str | None = None, hub_dir: str | Path | None = None, device: str = "cpu",
+                    providers: Iterable[str] | None = None) -> PretrainedModel:
+    """Load a published edgezoo model (see the module docstring for where from and how)."""
+    backend = _choose_backend(backend)
+    files = _needed_files(backend, variant)
+    # The ONNX runtime may read preprocess.json beside the model: fetched and verified like the rest.
+    optional = ["onnx/preprocess.json"] if backend == "onnx" else []
+    snap = fetch(repo_id, files, revision, optional=optional, hub=hub, hub_dir=hub_dir)
+    config = json.loads((snap.folder / "config.json").read_text())
+    preprocess = Preprocess.from_pretrained_cfg(config["pretrained_cfg"])
+    if backend == "torch":
+        runner: Any = TorchEmbedder(snap.folder, device=device)
+    else:
+        from zoo.edge import EdgeEmbedder
+
+        runner = EdgeEmbedder(snap.folder / ONNX_VARIANTS[variant], preprocess=preprocess,
+                              providers=list(providers) if providers else None)
+    log.info("loaded %s@%s (%s, %s) from the %s hub", repo_id, snap.revision, snap.commit[:12], backend, snap.source)
+    return PretrainedModel(repo_id, snap.revision, snap.commit, backend, variant if backend == "onnx" else None,
+                           snap.folder, config, runner)
