@@ -9,7 +9,7 @@ from typing import Any
 
 from export.onnx_export import EXPORTERS, OPSET
 from export.pipeline import ExportOptions
-from export.quantize import ACTIVATIONS
+from export.quantize import ACTIVATIONS, MIN_CALIB_IMAGES
 from export.validate import MIN_BANK_IMAGES, MIN_VAL_IMAGES, Thresholds
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exporter", choices=EXPORTERS, default=d.exporter,
                         help=f"torch ONNX exporter; auto tries dynamo, then torchscript (default: {d.exporter})")
     parser.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default: {OPSET})")
-    parser.add_argument("--calib-images", type=_at_least(MIN_VAL_IMAGES), default=d.calib_images,
+    parser.add_argument("--calib-images", type=_at_least(MIN_CALIB_IMAGES), default=d.calib_images,
                         help=f"training images that calibrate int8 (default: {d.calib_images})")
     parser.add_argument("--int8-activations", choices=ACTIVATIONS, default=d.int8_activations,
                         help="activation bits of the int8-weight model: 8, 16, or auto (8 unless that loses too much "

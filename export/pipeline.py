@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from export.onnx_export import OPSET, export_onnx
-from export.quantize import convert_to_ort, quantize_int8
+from export.quantize import MIN_CALIB_IMAGES, convert_to_ort, quantize_int8
 from export.rundata import RunData, decode_normalized, disjoint_samples, read_run
 from export.validate import Thresholds, raise_if_failed, validate_export
-from zoo.edge import FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, OPS_CONFIG, ORT_MODEL, ModelFileError, write_preprocess
+from zoo.edge import (FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, OPS_CONFIG, ORT_MODEL, VALIDATION_FILE, ModelFileError,
+                      write_preprocess)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def build_models(run: RunData, out_dir: Path, opts: ExportOptions) -> dict[str, 
     from zoo.timm_files import load_backbone
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "validation.json").unlink(missing_ok=True)  # stale verdicts must not outlive their models
+    (out_dir / VALIDATION_FILE).unlink(missing_ok=True)  # stale verdicts must not outlive their models
     model = load_backbone(run.backbone_dir)
     with _quiet_loggers():
         exporter = export_onnx(model, out_dir / FP32_MODEL, run.preprocess.img_size, exporter=opts.exporter,
@@ -75,7 +76,7 @@ def build_models(run: RunData, out_dir: Path, opts: ExportOptions) -> dict[str, 
     calib_list, check_list = disjoint_samples(run.train, (opts.calib_images, opts.check_images), opts.seed)
     calib, calib_list = decode_normalized(run.preprocess, calib_list)
     check = decode_normalized(run.preprocess, check_list)[0] if len(check_list) else None
-    if len(calib) < 256:
+    if len(calib) < MIN_CALIB_IMAGES:
         log.warning("calibrating on only %d images (the run has no more)", len(calib))
     quant = quantize_int8(out_dir / FP32_MODEL, out_dir / INT8_MODEL, calib, check, activations=opts.int8_activations,
                           target_median_cosine=opts.thresholds.int8_median_cosine)
@@ -103,7 +104,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opts: Exp
 
 def _previous_build_info(out: Path) -> dict[str, Any]:
     """How the existing models were made, carried over from their last validation.json."""
-    path = out / "validation.json"
+    path = out / VALIDATION_FILE
     if not (out / FP32_MODEL).is_file():
         raise ModelFileError(f"{out / FP32_MODEL}: missing; run `edgezoo export` without --validate-only first")
     try:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "MinMax"
 ACTIVATIONS = ("auto", "8", "16")
+MIN_CALIB_IMAGES = 256
 
 
 class QuantizationError(EdgezooError):

@@ -184,11 +184,14 @@ def test_non_image_inputs_raise_image_error(exported, tmp_path):
 def test_read_validation_refuses_missing_failed_and_changed_exports(tmp_path):
     with pytest.raises(ExportNotValidatedError, match="missing"):
         read_validation(tmp_path)
-    model = tmp_path / "model.onnx"
+    model, ort_file = tmp_path / "model.onnx", tmp_path / "model.ort"
     model.write_bytes(b"weights")
+    ort_file.write_bytes(b"ort")
     report = {"passed": True, "checks": [{"name": "fp32_min_cosine", "passed": True}],
-              "files": {"model.onnx": file_record(model)}}
+              "files": {"model.onnx": file_record(model), "model.ort": file_record(ort_file)}}
     (tmp_path / "validation.json").write_text(json.dumps(report))
+    assert read_validation(tmp_path)["passed"] is True
+    ort_file.unlink()  # a published copy may carry only some of the files
     assert read_validation(tmp_path)["passed"] is True
     model.write_bytes(b"weightz")  # same size, other content
     with pytest.raises(ExportNotValidatedError, match="changed since validation"):

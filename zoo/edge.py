@@ -94,8 +94,8 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
                     ) -> dict[str, Any]:
     """An export's validation.json; raises ExportNotValidatedError if missing, failed or stale.
 
-    With ``verify_files`` every file it lists must still have the validated size
-    and sha256, so a model edited after validation is refused too.
+    With ``verify_files`` every file it lists that is present (a published copy may carry only some) must still
+    have the validated size and sha256, so a model edited after validation is refused too.
     """
     export_dir = Path(export_dir)
     path = export_dir / VALIDATION_FILE
@@ -104,16 +104,20 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
     try:
         report = json.loads(path.read_text())
         passed = bool(report["passed"])
+        files = dict(report.get("files", {}))
     except (ValueError, KeyError, TypeError) as exc:
         raise ExportNotValidatedError(f"{path}: unreadable ({exc}); re-run `edgezoo export`") from exc
     if require_passed and not passed:
         failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
         raise ExportNotValidatedError(f"{export_dir}: export failed validation ({', '.join(failed) or 'see report'})")
     if verify_files:
-        for name, rec in report.get("files", {}).items():
+        present = {name: rec for name, rec in files.items() if (export_dir / name).is_file()}
+        if files and not present:
+            raise ExportNotValidatedError(f"{export_dir}: none of the validated files is there")
+        for name, rec in present.items():
             f = export_dir / name
-            if not f.is_file() or f.stat().st_size != rec["bytes"] or sha256_of(f) != rec["sha256"]:
-                raise ExportNotValidatedError(f"{f}: missing or changed since validation; re-run `edgezoo export`")
+            if f.stat().st_size != rec["bytes"] or sha256_of(f) != rec["sha256"]:
+                raise ExportNotValidatedError(f"{f}: changed since validation; re-run `edgezoo export`")
     return report
 
 
