@@ -11,7 +11,6 @@ refuse an export whose report failed (``zoo.edge.read_validation``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from export.onnx_export import describe
 from export.rundata import RunData, decode_normalized, validation_split
 from export.timing import latency_ms, tile_batch
+from zoo.fsutil import atomic_write_json
 from zoo import knn
 from zoo.edge import (FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, ORT_MODEL, VALIDATED_FILES, VALIDATION_FILE,
                       EdgeEmbedder, file_record)
@@ -142,12 +142,6 @@ def _versions() -> dict[str, Any]:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _embed_all(model: "torch.nn.Module", embedders: dict[str, EdgeEmbedder], x: np.ndarray) -> dict[str, np.ndarray]:
     return {"torch": torch_embed(model, x), **{name: ort_embed(e, x) for name, e in embedders.items()}}
 
@@ -216,7 +210,7 @@ def validate_export(run: RunData, export_dir: str | Path, *, thresholds: Thresho
     report["passed"] = all(c["passed"] for c in report["checks"])
     report["validation_seconds"] = round(time.time() - start, 1)
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json_atomic(export_dir / VALIDATION_FILE, report)
+    atomic_write_json(export_dir / VALIDATION_FILE, report)
     log.info("validation %s: %s", "passed" if report["passed"] else "FAILED", export_dir / VALIDATION_FILE)
     return report
 

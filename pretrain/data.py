@@ -11,13 +11,8 @@ import torch
 
 from pretrain.config import PretrainConfig
 from zoo import datasets
+from zoo.fsutil import atomic_write_text
 from zoo.preprocess import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from zoo.fsutil import atomic_write_json
 from zoo.errors import EdgezooError
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
@@ -53,11 +54,7 @@ class ExportNotValidatedError(EdgezooError):
 
 def write_preprocess(preprocess: Preprocess, folder: str | Path) -> Path:
     """preprocess.json beside the models: all the edge runtime needs besides the model."""
-    path = Path(folder) / PREPROCESS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(preprocess.as_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(Path(folder) / PREPROCESS_FILE, preprocess.as_dict())
 
 
 def preprocess_beside(model_path: str | Path) -> Preprocess | None:
