@@ -38,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.hub_server import wait_port  # noqa: E402 (after the path set-up)
+
 log = logging.getLogger("retrieval")
 
 SEARCH_GOAL_MS = 5.0
@@ -116,17 +118,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the demo exited with {proc.returncode} before listening")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"the demo did not listen on {port} within {timeout:.0f} s")
 
 
 def bench_load(args: argparse.Namespace, gallery: Path, photos: list[Path], workdir: Path) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data="cifar10", model="mobilenetv3_small_050", small_stem=True, img_size=32, max_images=64, epochs=2,
             batch_size=32, proj_hidden_dim=128, proj_dim=64, num_negatives=32, threads=2, eval_max_train=64)
 EVAL_PER_CLASS = 26  # 260 images: the export validator wants at least 256
+from zoo.hub_server import wait_port
 
 
 def small_eval_folder(cifar_root: Path, dest: Path) -> Path:
@@ -98,17 +98,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 @contextlib.contextmanager
