@@ -179,9 +179,9 @@ def stage_export(run_dir: Path, extra: str | None = None) -> tuple[str, str]:
 
 def _published_files(run_dir: Path) -> dict[str, Path]:
     """Repo path -> run file for the weights publish copies verbatim (JSON files are rewritten for the public)."""
-    from zoo.hub import _REQUIRED_FILES
+    from zoo.hub import REQUIRED_FILES
 
-    return {repo: run_dir / rel for repo, rel in _REQUIRED_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
+    return {repo: run_dir / rel for repo, rel in REQUIRED_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
 
 
 def _manifest_matches(manifest: dict[str, Any] | None, files: dict[str, Path], hashes: dict[str, str]) -> bool:

@@ -27,20 +27,19 @@ log = logging.getLogger("cifar10_knn")
 def random_init(cfg) -> dict:
     import torch
 
-    from pretrain.data import load_split, load_train_split, preprocess_of, subset_indices
+    from pretrain.data import load_knn_bank, load_split, preprocess_of
     from pretrain.evaluate import knn_protocol
     from pretrain.trainer import select_device
     from zoo import datasets
     from zoo.backbones import create_backbone
 
     pre = preprocess_of(cfg)
-    train = load_train_split(cfg, pre)
+    bank = load_knn_bank(cfg, pre)
     test = load_split(cfg.eval_data or datasets.eval_spec(cfg.data), pre)
     torch.manual_seed(cfg.seed)
     dev = select_device(cfg.device)
     backbone = create_backbone(cfg.model, small_stem=cfg.small_stem).to(dev)
-    keep = subset_indices(len(train.images), cfg.eval_max_train, cfg.seed + 1)
-    return knn_protocol(backbone, train.images[keep], train.labels[keep], test.images, test.labels, pre,
+    return knn_protocol(backbone, bank.images, bank.labels, test.images, test.labels, pre,
                         cfg.knn_k, cfg.knn_t, dev)
 
 

@@ -173,7 +173,7 @@ HELP: dict[str, str] = {
     "eval_every": "run kNN every N epochs (0: at the end only)",
     "eval_max_train": "cap the kNN bank at this many training images",
     "resume_from": "continual pretraining: start from this RUN_DIR or published org/name",
-    "replay": "continual pretraining: size of the replay reservoir carried between chunks",
+    "replay": "continual pretraining: replay the source run's reservoir and carry one of at most this many images to the next step (0: no replay)",
     "reg": "continual pretraining regulariser: l2sp or mas",
     "reg_weight": "weight of the continual regulariser",
 }

@@ -7,8 +7,8 @@ the gap under strong shift.
 
 A continual step (``edgezoo pretrain --data CHUNK --resume-from SRC``):
 - starts from SRC's backbone (and projector, when SRC is a RUN_DIR) and recipe;
-- trains on the chunk plus SRC's replay reservoir (``replay_in.npz``, copied into
-  this run so an interrupted step resumes with the same images);
+- with ``--replay N``, trains on the chunk plus SRC's replay reservoir (``replay_in.npz``,
+  copied into this run so an interrupted step resumes with the same images);
 - carries forward a reservoir of at most ``--replay`` images (``replay.npz``);
 - optionally pulls toward SRC's weights (``--reg l2sp|mas``; MAS importance is
   estimated on SRC's training images and stored as ``mas_importance.safetensors``);

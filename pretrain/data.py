@@ -59,6 +59,15 @@ def load_train_split(cfg: PretrainConfig, preprocess: Preprocess) -> Split:
     return load_split(cfg.data, preprocess, cfg.max_images, cfg.seed)
 
 
+def load_knn_bank(cfg: PretrainConfig, preprocess: Preprocess, data: str | None = None) -> Split:
+    """The labelled kNN bank: the whole training source (not the pretraining subset), capped at eval_max_train.
+
+    Drawn independently of `max_images` so runs on different subsets are scored
+    against the same bank, as the evaluation protocol (METHOD.md) asks.
+    """
+    return load_split(data or cfg.data, preprocess, cfg.eval_max_train, cfg.seed + 1)
+
+
 def write_data_record(run_dir: Path, cfg: PretrainConfig, train: Split, eval_spec: str | None) -> None:
     files = train.files
     record = {

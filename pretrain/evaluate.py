@@ -98,25 +98,25 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
     from pathlib import Path
 
     from pretrain.config import PretrainConfig
-    from pretrain.data import load_split, subset_indices
+    from pretrain.data import load_knn_bank, load_split
     from pretrain.trainer import select_device
     from zoo import datasets
     from zoo.timm_files import load_backbone, preprocess_of
 
     run_dir = Path(run_dir)
     cfg = PretrainConfig.load(run_dir / "config.yaml")
+    if max_train is not None:
+        cfg.eval_max_train = max_train
     pre = preprocess_of(run_dir / "backbone")
     dev = select_device(device)
     backbone = load_backbone(run_dir / "backbone").to(dev)
     train_spec = data or cfg.data
-    train = load_split(train_spec, pre, cfg.max_images if data is None else None, cfg.seed)
+    bank = load_knn_bank(cfg, pre, train_spec)
     test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
-    test = load_split(test_spec, pre) if test_spec and train.labels is not None else None
-    keep = subset_indices(len(train.images), max_train or cfg.eval_max_train, cfg.seed + 1)
+    test = load_split(test_spec, pre) if test_spec and bank.labels is not None else None
     result: dict = {"train": train_spec, "test": test_spec if test is not None else None, "k": cfg.knn_k,
-                    "t": cfg.knn_t, "num_train": len(keep), "num_test": len(test.images) if test else 0}
-    result.update(knn_protocol(backbone, train.images[keep], train.labels[keep] if train.labels is not None else None,
-                               test.images if test else None, test.labels if test else None, pre,
-                               cfg.knn_k, cfg.knn_t, dev))
+                    "t": cfg.knn_t, "num_train": len(bank.images), "num_test": len(test.images) if test else 0}
+    result.update(knn_protocol(backbone, bank.images, bank.labels, test.images if test else None,
+                               test.labels if test else None, pre, cfg.knn_k, cfg.knn_t, dev))
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -29,7 +29,7 @@ from torch import nn
 from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
 from pretrain.config import PretrainConfig
-from pretrain.data import (Split, atomic_write_text, load_split, load_train_split, preprocess_of, subset_indices,
+from pretrain.data import (Split, atomic_write_text, load_knn_bank, load_split, load_train_split, preprocess_of,
                            write_data_record)
 from pretrain.distributed import sync_batchnorm
 from pretrain.evaluate import knn_protocol
@@ -192,11 +192,9 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # -- evaluation
-    def evaluate(self, backbone: nn.Module, train: Split, test: Split | None) -> dict[str, float | None]:
+    def evaluate(self, backbone: nn.Module, bank: Split, test: Split | None) -> dict[str, float | None]:
         cfg = self.cfg
-        keep = subset_indices(len(train.images), cfg.eval_max_train, cfg.seed + 1)
-        labels = train.labels[keep] if train.labels is not None else None
-        return knn_protocol(backbone, train.images[keep], labels, test.images if test else None,
+        return knn_protocol(backbone, bank.images, bank.labels, test.images if test else None,
                             test.labels if test else None, self.preprocess, cfg.knn_k, cfg.knn_t, self.device,
                             amp=cfg.amp and self.device.type == "cuda")
 
@@ -213,7 +211,7 @@ class Trainer:
         if main:
             write_data_record(run_dir, cfg, train, eval_spec if test is not None else None)
         source = continual.resolve_source(cfg.resume_from) if cfg.resume_from else None
-        replayed = continual.replay_images(run_dir, source, self.resume) if source else None
+        replayed = continual.replay_images(run_dir, source, self.resume) if source and cfg.replay > 0 else None
         if main and cfg.replay > 0:
             continual.carry_reservoir(run_dir, source, cfg.replay, train.images, cfg.seed, self.resume)
         pixels = train.images if replayed is None else np.concatenate([train.images, replayed])
@@ -267,6 +265,7 @@ class Trainer:
         if main and start_epoch == 0:
             atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
         metrics_row: dict[str, Any] = {}
+        bank: Split | None = None
         for epoch in range(start_epoch, cfg.epochs):
             method.train()
             t_epoch = time.perf_counter()
@@ -308,7 +307,9 @@ class Trainer:
                                    "knn_top1": None, "rankme": None, "wall_time_s": wall}
             last = epoch + 1 == cfg.epochs
             if main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-                row.update(self.evaluate(method.backbone, train, test))
+                if bank is None:
+                    bank = load_knn_bank(cfg, self.preprocess)
+                row.update(self.evaluate(method.backbone, bank, test))
             metrics_row = row
             log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", epoch + 1, cfg.epochs, row["loss"], row["lr"],
                      row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
@@ -327,7 +328,7 @@ class Trainer:
         if source is not None:
             continual.write_lineage(run_dir, source, cfg.to_dict(), len(train.images),
                                     0 if replayed is None else len(replayed))
-        return self._finish(method, metrics_row, images_seen, wall)
+        return self._finish(method, metrics_row, images_seen, wall, len(bank.images) if bank is not None else None)
 
     def _penalty(self, method: Method, source: "continual.Source", train: Split) -> nn.Module | None:
         """L2-SP or MAS toward the starting backbone (built before any checkpoint is loaded)."""
@@ -378,7 +379,8 @@ class Trainer:
 
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, unit="step")
 
-    def _finish(self, method: Method, last_row: dict[str, Any], images_seen: int, wall: float) -> dict[str, Any]:
+    def _finish(self, method: Method, last_row: dict[str, Any], images_seen: int, wall: float,
+                knn_bank: int | None) -> dict[str, Any]:
         cfg = self.cfg
         arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
         backbone = method.backbone
@@ -394,7 +396,7 @@ class Trainer:
             "peak_mem_mb": round(peak_memory_mb(self.device), 1), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else
             f"cpu ({torch.get_num_threads()} threads)",
-            "knn_top1": last_row.get("knn_top1"), "rankme": last_row.get("rankme"),
+            "knn_top1": last_row.get("knn_top1"), "knn_bank": knn_bank, "rankme": last_row.get("rankme"),
             "embed_dim": method.embed_dim, "final_loss": last_row.get("loss"),
             "torch_version": torch.__version__,
         }

@@ -11,7 +11,7 @@ import torch
 from pretrain.config import build_config
 from pretrain.continual import LINEAGE_FILE, REPLAY_IN_FILE, inherited_config
 from pretrain.modules.regularizers import AnchorPenalty, mas_importance
-from pretrain.replay import REPLAY_FILE, Reservoir
+from pretrain.replay import Reservoir
 from pretrain.trainer import CHECKPOINT, Trainer, load_checkpoint
 
 
@@ -149,3 +149,32 @@ def test_interrupted_continual_step_resumes_with_the_same_reservoir(tmp_path, ch
     assert np.array_equal(Reservoir.load(run).images, Reservoir.load(ref).images)
     a, b = load_checkpoint(ref / CHECKPOINT)["model"], load_checkpoint(run / CHECKPOINT)["model"]
     assert torch.allclose(a["backbone.conv1.weight"], b["backbone.conv1.weight"], atol=1e-5)
+
+
+def test_continual_step_starts_from_a_published_model(tmp_path, tmp_path_factory, chunks, cifar_root, monkeypatch):
+    """`--resume-from org/name`: the published backbone is the start, its recipe is inherited, lineage says so."""
+    from safetensors.torch import load_file
+
+    from hubutil import tiny_exported_run
+    from zoo.hub import publish
+
+    published_run = tiny_exported_run(tmp_path_factory.getbasetemp() / "hub-tiny-run", cifar_root)
+    hub_dir = tmp_path / "hub"
+    publish(published_run, "edgezoo/tiny-start", hub_dir=hub_dir)
+    monkeypatch.setenv("EDGEZOO_HUB", str(hub_dir))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+    inherited = inherited_config("edgezoo/tiny-start")
+    assert (inherited["model"], inherited["small_stem"]) == ("mobilenetv3_small_050", True)
+    run = tmp_path / "step"
+    # lr 0: the weights after the step are exactly the ones it started from.
+    cfg = build_config(base=inherited, data=str(chunks[1]), resume_from="edgezoo/tiny-start", epochs=1, lr=0.0,
+                       batch_size=32, proj_hidden_dim=64, proj_dim=32, num_negatives=32, threads=2)
+    Trainer(cfg, run, progress=False).fit()
+    start = load_file(str(published_run / "backbone" / "model.safetensors"))
+    after = load_file(str(run / "backbone" / "model.safetensors"))
+    weights = [k for k in start if k.endswith(".weight") and start[k].ndim == 4]
+    assert weights and all(torch.equal(start[k], after[k]) for k in weights)
+    lineage = json.loads((run / LINEAGE_FILE).read_text())
+    assert lineage[0]["model"] == "edgezoo/tiny-start" and lineage[-1]["from"] == "edgezoo/tiny-start"
+    assert lineage[-1]["data"] == str(chunks[1])

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CURVE_NAME = "training_curve.png"
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md.j2"
+# A link to model_cards/template.md.j2 (the copy reviewers edit), so installed wheels carry the template too.
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 # Named sources that are Hub datasets: (Hub dataset id, display name). A user's folder has no id.
 HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10")}
 CITATIONS = {
@@ -267,7 +268,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, files: Iterable
         "license": pcfg.get("license", "apache-2.0"), "stats": stats,
         "data": dataset_info(run.config, run.data), "knn_k": run.config.get("knn_k"),
         "knn_t": run.config.get("knn_t"),
-        "knn_bank": min(n for n in (run.config.get("eval_max_train"), m["num_images"]) if n is not None),
+        "knn_bank": m.get("knn_bank") or run.config.get("eval_max_train"),
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage), "files": sorted(set(files)),
         "curve": CURVE_NAME, "method_name": METHOD_NAMES.get(m["method"], m["method"]),

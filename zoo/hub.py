@@ -413,7 +413,7 @@ class PublishResult:
 
 
 # repo path -> RUN_DIR path; the optional ones are published when the run has them.
-_REQUIRED_FILES = {
+REQUIRED_FILES = {
     "config.json": "backbone/config.json",
     "model.safetensors": "backbone/model.safetensors",
     "onnx/model.onnx": "export/model.onnx",
@@ -471,7 +471,7 @@ def check_run(run_dir: str | Path) -> RunFiles:
     if not (run_dir / "metrics.json").is_file():
         raise _refuse(run_dir, "no metrics.json: the run did not complete (finish it with `edgezoo pretrain "
                                f"--resume --out {run_dir}`)")
-    for rel in ("config.yaml", *_REQUIRED_FILES.values()):
+    for rel in ("config.yaml", *REQUIRED_FILES.values()):
         if not rel.startswith("export/") and not (run_dir / rel).is_file():
             raise _refuse(run_dir, f"{rel} is missing (a partial or damaged run)")
     leftovers = sorted(p.relative_to(run_dir).as_posix() for pattern in ("*.tmp", "*/*.tmp")
@@ -533,7 +533,7 @@ def stage_repo(run: RunFiles, repo_id: str, version: str, dest: str | Path) -> P
     from zoo.manifest import write_manifest
 
     dest = Path(dest)
-    sources = {**_REQUIRED_FILES, **{k: v for k, v in _OPTIONAL_FILES.items() if (run.run_dir / v).is_file()}}
+    sources = {**REQUIRED_FILES, **{k: v for k, v in _OPTIONAL_FILES.items() if (run.run_dir / v).is_file()}}
     for rel, src in sources.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.run_dir / src, dest / rel)

@@ -41,7 +41,7 @@ import numpy as np
 
 from zoo.errors import EdgezooError
 from zoo.images import ImageError, NoImagesError, SkipReport, paths_under
-from zoo.knn import _top_k
+from zoo.knn import top_k
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class EmbeddingIndex:
             q = np.atleast_2d(queries).shape[0]
             return np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
         sim = self.scores(queries)
-        idx = _top_k(sim, min(k, len(self)))
+        idx = top_k(sim, min(k, len(self)))
         return np.take_along_axis(sim, idx, axis=1), idx.astype(np.int64)
 
     def save(self, path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _top_k(sim: np.ndarray, k: int) -> np.ndarray:
+def top_k(sim: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest entries of each row, best first."""
     idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(sim, idx, axis=1), axis=1, kind="stable")
@@ -31,7 +31,7 @@ def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, 
     preds = np.empty(len(queries), np.int64)
     for start in range(0, len(queries), chunk):
         sim = queries[start:start + chunk] @ bank.T
-        idx = _top_k(sim, k)
+        idx = top_k(sim, k)
         weights = np.exp(np.take_along_axis(sim, idx, axis=1).astype(np.float64) / t)
         votes = np.zeros((len(idx), num_classes), np.float64)
         np.add.at(votes, (np.arange(len(idx))[:, None], bank_labels[idx]), weights)
@@ -58,7 +58,7 @@ def neighbour_agreement(ref: np.ndarray, other: np.ndarray, k: int = 10) -> dict
     if ref.shape[0] != other.shape[0] or ref.shape[0] < 2:
         raise ValueError(f"need the same >= 2 images in both, got {ref.shape[0]} and {other.shape[0]}")
     k = min(k, ref.shape[0] - 1)
-    nn_ref, nn_other = (_top_k(_without_self(x), k) for x in (ref, other))
+    nn_ref, nn_other = (top_k(_without_self(x), k) for x in (ref, other))
     overlap = [len(np.intersect1d(a, b)) / k for a, b in zip(nn_ref, nn_other)]
     return {"top1": float((nn_ref[:, 0] == nn_other[:, 0]).mean()), f"top{k}": float(np.mean(overlap))}
 
