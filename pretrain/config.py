@@ -94,6 +94,10 @@ class PretrainConfig:
                 setattr(self, name, tuple(value))
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
+        if not 0.0 <= self.bank_momentum < 1.0:
+            raise ValueError(f"bank_momentum must be in [0, 1), got {self.bank_momentum}")
+        if self.bank_update == "grad":
+            self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
 
     @property
     def effective_blur_p(self) -> float:
@@ -101,8 +105,12 @@ class PretrainConfig:
 
     @property
     def effective_bank_lr(self) -> float:
-        m = self.bank_momentum
-        return self.bank_lr if self.bank_lr is not None else (1.0 - m) / m
+        """eta of the grad rule: --bank-lr, else (1 - m) / m, so a positive with p ~ 0 moves as far as under EMA."""
+        if self.bank_lr is not None:
+            return self.bank_lr
+        if self.bank_momentum == 0:
+            raise ValueError("bank_momentum 0 leaves the grad rule without a default step: set bank_lr")
+        return (1.0 - self.bank_momentum) / self.bank_momentum
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -72,3 +72,20 @@ def test_select_reads_rows_before_update_and_masks_duplicate_negatives():
     assert torch.equal(dup[3:], torch.isin(rows[3:], idx))
     bank.update(idx, torch.ones(3, 4))
     assert not torch.allclose(w_sel[:3], bank.weight[idx])  # a copy, not a view
+
+
+def test_bank_momentum_zero_replaces_rows_and_grad_rule_needs_an_explicit_step():
+    import pytest
+
+    from pretrain.config import build_config
+
+    cfg = build_config(bank_momentum=0.0)  # ema with m = 0: the row becomes the new feature
+    bank = MemoryBank(4, 3, update=cfg.bank_update, momentum=cfg.bank_momentum)
+    z = F.normalize(torch.randn(2, 3), dim=1)
+    bank.update(torch.tensor([1, 3]), z)
+    assert torch.allclose(bank.weight[torch.tensor([1, 3])], z, atol=1e-6)
+    with pytest.raises(ValueError, match="set bank_lr"):
+        build_config(bank_momentum=0.0, bank_update="grad")
+    assert build_config(bank_momentum=0.0, bank_update="grad", bank_lr=0.5).effective_bank_lr == 0.5
+    with pytest.raises(ValueError, match="bank_momentum"):
+        build_config(bank_momentum=1.0)

@@ -25,8 +25,8 @@ class MemoryBank(nn.Module):
             (W_sel <- normalize(W_sel - eta (P - Y)^T z), the step along the
             instance CE's gradient with respect to the selected rows).
         momentum: m of the EMA rule.
-        lr: eta of the grad rule; (1 - m) / m moves a positive with p near 0
-            exactly as far as the EMA rule does.
+        lr: eta of the grad rule (required by it); the default of PretrainConfig.effective_bank_lr, (1 - m) / m,
+            moves a positive with p near 0 exactly as far as the EMA rule does.
     """
 
     def __init__(self, size: int, dim: int, update: str = "ema", momentum: float = 0.5,
@@ -36,7 +36,9 @@ class MemoryBank(nn.Module):
             raise ValueError(f"update must be 'ema' or 'grad', got {update!r}")
         self.update_rule = update
         self.momentum = momentum
-        self.lr = lr if lr is not None else (1.0 - momentum) / momentum
+        if update == "grad" and lr is None:
+            raise ValueError("the grad rule needs its step lr (default: PretrainConfig.effective_bank_lr)")
+        self.lr = lr if lr is not None else 0.0
         self.register_buffer("weight", F.normalize(torch.randn(size, dim), dim=1).to(dtype))
         # Rows never written by calibration or training stay at -1 (calibration must fill every row).
         self.register_buffer("filled", torch.zeros(size, dtype=torch.bool))
