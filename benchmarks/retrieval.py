@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.hub_server import wait_port  # noqa: E402 (after the path set-up)
+from zoo.hub_server import stop_process, wait_port  # noqa: E402 (after the path set-up)
 
 log = logging.getLogger("retrieval")
 
@@ -167,11 +167,7 @@ def bench_load(args: argparse.Namespace, gallery: Path, photos: list[Path], work
             t.join()
         wall = time.perf_counter() - t0
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, timeout=30)
     sent = args.clients * args.per_client
     return {"clients": args.clients, "per_client": args.per_client, "concurrency_limit": args.concurrency,
             "sent": sent, "answered": len(latencies), "errors": errors[:5], "wall_s": round(wall, 2),

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data="cifar10", model="mobilenetv3_small_050", small_stem=True, img_size=32, max_images=64, epochs=2,
             batch_size=32, proj_hidden_dim=128, proj_dim=64, num_negatives=32, threads=2, eval_max_train=64)
 EVAL_PER_CLASS = 26  # 260 images: the export validator wants at least 256
-from zoo.hub_server import wait_port
+from zoo.hub_server import stop_process, wait_port
 
 
 def small_eval_folder(cifar_root: Path, dest: Path) -> Path:
@@ -123,12 +123,7 @@ def olah(mirror_dir: Path, scratch: Path) -> Iterator[str]:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
