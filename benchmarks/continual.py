@@ -76,14 +76,12 @@ def make_chunks(out: Path, num_images: int, seed: int) -> dict[str, Path]:
     }
 
 
-def eval_sets(bank_size: int, seed: int) -> dict[str, tuple[Any, Any]]:
+def eval_sets(bank_size: int, seed: int, pre: Any) -> dict[str, tuple[Any, Any]]:
     """(bank, queries) splits: all classes, and the first chunk's classes only."""
     import torch
 
     from pretrain.data import load_split
-    from zoo.preprocess import CIFAR10_MEAN, CIFAR10_STD, Preprocess
 
-    pre = Preprocess(32, CIFAR10_MEAN, CIFAR10_STD, 1.0, "bicubic")
     bank = load_split("cifar10", pre, bank_size, seed + 1)
     test = load_split("cifar10:test", pre)
 
@@ -99,13 +97,13 @@ def score(backbone_dir: Path | None, sets: dict, cfg) -> dict[str, float]:
     """kNN top-1 of a backbone (None: the random-init network) on every evaluation set."""
     import torch
 
+    from pretrain.data import preprocess_of
     from pretrain.evaluate import knn_protocol
     from pretrain.trainer import select_device
     from zoo.backbones import create_backbone
-    from zoo.preprocess import CIFAR10_MEAN, CIFAR10_STD, Preprocess
     from zoo.timm_files import load_backbone
 
-    pre = Preprocess(cfg.img_size, CIFAR10_MEAN, CIFAR10_STD, cfg.crop_pct, "bicubic")
+    pre = preprocess_of(cfg)
     if backbone_dir is None:
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
@@ -150,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from pretrain.config import build_config
     from pretrain.continual import inherited_config
+    from pretrain.data import preprocess_of
     from zoo.preprocess import CIFAR10_MEAN, CIFAR10_STD
 
     replay = args.replay if args.replay is not None else args.images // 20
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(epochs=args.epochs, threads=args.threads, seed=args.seed, max_images=args.images,
                   mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD))
     base_cfg = build_config(args.recipe, data=str(chunks["joint"]), **common)
-    sets = eval_sets(args.bank, args.seed)
+    sets = eval_sets(args.bank, args.seed, preprocess_of(base_cfg))
 
     rows: list[dict[str, Any]] = [{"sequence": "-", "setting": "random init", "images_seen": 0, "step_wall_s": 0.0,
                                    **score(None, sets, base_cfg)}]

@@ -94,6 +94,7 @@ def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: to
 def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
                  device: str = "auto") -> dict:
     """kNN top-1 and RankMe of a finished run's backbone; written to RUN_DIR/eval.json."""
+    import dataclasses
     import json
     from pathlib import Path
 
@@ -106,7 +107,7 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
     run_dir = Path(run_dir)
     cfg = PretrainConfig.load(run_dir / "config.yaml")
     if max_train is not None:
-        cfg.eval_max_train = max_train
+        cfg = dataclasses.replace(cfg, eval_max_train=max_train)
     pre = preprocess_of(run_dir / "backbone")
     dev = select_device(device)
     backbone = load_backbone(run_dir / "backbone").to(dev)

@@ -32,7 +32,8 @@ class EffSSL(Method):
                  gather: Gather | None = None) -> None:
         super().__init__(cfg, backbone, embed_dim, num_samples, gather)
         self.bank = MemoryBank(num_samples, cfg.proj_dim, update=self.bank_update, momentum=cfg.bank_momentum,
-                               lr=cfg.effective_bank_lr if self.bank_update == "grad" else None, dtype=_BANK_DTYPES[cfg.bank_dtype])
+                               lr=cfg.effective_bank_lr if self.bank_update == "grad" else None,
+                               dtype=_BANK_DTYPES[cfg.bank_dtype])
         self.ce = InstanceCELoss(cfg.temperature)
         self.sqrtkl = SqrtKLLoss(cfg.sqrtkl_power)
         self.cutmix = CutMix(cfg.cutmix_alpha) if self.cutmix_alpha > 0 else None
