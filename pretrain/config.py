@@ -37,6 +37,7 @@ class PretrainConfig:
     method: str = "effssl"
     proj_hidden_dim: int = 2048
     proj_dim: int = 2048  # d
+    proj_out_bn: bool = False  # BatchNorm (no affine) on the projector output; not in the authors' head
     temperature: float = 0.2  # tau of the instance CE
     num_negatives: int = 10000  # K sampled bank rows besides the batch's own
     sqrtkl_weight: float = 20.0  # lambda
@@ -47,6 +48,7 @@ class PretrainConfig:
     bank_lr: float | None = None  # eta of the grad rule; None = (1 - m) / m, the EMA rule's step
     bank_dtype: str = "float32"  # float32 | bfloat16 (halves bank memory for millions of images)
     calibrate: bool = True  # fill the bank with the untrained network's features
+    recalibrate_every: int = 0  # refill the bank every N epochs (0: once, before training, as the authors)
     simclr_temperature: float = 0.5
     # optimisation
     epochs: int = 200
@@ -96,6 +98,8 @@ class PretrainConfig:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
         if not 0.0 <= self.bank_momentum < 1.0:
             raise ValueError(f"bank_momentum must be in [0, 1), got {self.bank_momentum}")
+        if self.recalibrate_every < 0:
+            raise ValueError(f"recalibrate_every must be >= 0, got {self.recalibrate_every}")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
 
@@ -145,6 +149,7 @@ HELP: dict[str, str] = {
     "method": "effssl (this project's method), npid or simclr (baselines)",
     "proj_hidden_dim": "projector hidden width",
     "proj_dim": "projector output size d (= memory bank width)",
+    "proj_out_bn": "BatchNorm without affine on the projector output (centres the features over the batch)",
     "temperature": "tau of the instance cross-entropy",
     "num_negatives": "K random bank rows per step besides the batch's own (0: batch rows only)",
     "sqrtkl_weight": "lambda of the SqrtKL self-distillation loss (0 disables)",
@@ -155,6 +160,7 @@ HELP: dict[str, str] = {
     "bank_lr": "eta of the grad bank update (default (1 - m) / m)",
     "bank_dtype": "memory bank storage: float32 or bfloat16",
     "calibrate": "fill the bank with the untrained network's features before training",
+    "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
     "epochs": "training epochs",
     "batch_size": "global batch size",

@@ -236,6 +236,7 @@ class Trainer:
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
         start_epoch, images_seen, wall = 0, 0, 0.0
+        calibrate = self._eval_batches(images, 2 * cfg.batch_size)
         ckpt_path = run_dir / CHECKPOINT
         if self.resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
@@ -249,7 +250,7 @@ class Trainer:
             log.info("resumed %s at epoch %d", run_dir, start_epoch)
         else:
             t0 = time.perf_counter()
-            method.setup(self._eval_batches(images, 2 * cfg.batch_size))
+            method.setup(calibrate)
             wall += time.perf_counter() - t0
         if cfg.compile:
             method.backbone.compile()
@@ -269,6 +270,8 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs):
             method.train()
             t_epoch = time.perf_counter()
+            if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
+                method.setup(calibrate)  # rows refreshed once per epoch lag a fast-moving network
             perm = torch.randperm(n, device=dev, generator=shared)
             loss_sum = torch.zeros((), device=dev)
             bar = self._bar(epoch, steps_per_epoch)

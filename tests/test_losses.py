@@ -35,6 +35,25 @@ def test_instance_ce_matches_cross_entropy_for_hard_targets():
     assert torch.allclose(ours, F.cross_entropy(logits / 0.2, target), atol=1e-5)
 
 
+def test_hand_written_backwards_match_autograd_of_the_textbook_formulas():
+    """The memory-lean backwards equal autograd through log_softmax, for soft targets and both losses."""
+    torch.manual_seed(2)
+    logits = torch.randn(5, 30, dtype=torch.float64, requires_grad=True)
+    targets = torch.softmax(torch.randn(5, 30, dtype=torch.float64) * 3, dim=1)
+    for ours, reference in (
+        (lambda s: InstanceCELoss(0.2)(s, targets),
+         lambda s: -(targets * F.log_softmax(s / 0.2, dim=1)).sum(dim=1).mean()),
+        (lambda s: SqrtKLLoss(0.5)(s),
+         lambda s: (lambda lp: (lp.exp() * (lp - (0.5 * lp - torch.logsumexp(0.5 * lp, 1, keepdim=True)).detach()))
+                    .sum(dim=1).mean())(F.log_softmax(s, dim=1))),
+    ):
+        (g_ours,) = torch.autograd.grad(3.0 * ours(logits), logits)
+        (g_ref,) = torch.autograd.grad(3.0 * reference(logits), logits)
+        # The losses compute in float32 whatever the input dtype (the bank logits are fp32 or bf16).
+        assert torch.allclose(ours(logits).double(), reference(logits), atol=1e-5)
+        assert torch.allclose(g_ours.double(), g_ref, atol=1e-6), (g_ours - g_ref).abs().max()
+
+
 def test_cutmix_targets_put_ratio_on_own_and_rest_on_partner():
     own = torch.tensor([0, 1, 2])
     partner = torch.tensor([2, 1, 0])
@@ -62,3 +81,15 @@ def test_ntxent_lower_for_matching_views():
     z = torch.randn(16, 32)
     loss = NTXentLoss(0.5)
     assert loss(z, z + 0.01 * torch.randn_like(z)) < loss(z, torch.randn(16, 32))
+
+
+def test_projector_out_bn_centres_the_batch_and_default_head_does_not():
+    """--proj-out-bn: z has zero batch mean, so calibrated rows do not share one direction."""
+    from pretrain.modules import ProjectionHead
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 16).abs()
+    plain, centred = ProjectionHead(16, 32, 8), ProjectionHead(16, 32, 8, out_bn=True)
+    assert len(centred) == len(plain) + 1
+    assert centred(x).mean(dim=0).abs().max() < 1e-5
+    assert plain(x).mean(dim=0).abs().max() > 1e-3

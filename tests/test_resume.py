@@ -14,7 +14,8 @@ from pretrain.config import build_config
 from pretrain.trainer import CHECKPOINT, NonFiniteLossError, Trainer, load_checkpoint
 
 TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=384, epochs=3,
-            batch_size=64, proj_hidden_dim=128, proj_dim=64, num_negatives=128, threads=1, eval_max_train=384)
+            batch_size=64, proj_hidden_dim=128, proj_dim=64, num_negatives=128, threads=1, eval_max_train=384,
+            proj_out_bn=True, recalibrate_every=1)
 
 
 def _flags(values: dict) -> list[str]:
@@ -63,6 +64,29 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, method, cifa
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5, rtol=1e-4), key
     assert torch.allclose(a["model"]["bank.weight"], b["model"]["bank.weight"], atol=1e-5)
     assert _rows(run) == TINY["epochs"]  # no duplicated log rows
+
+
+def test_recalibrate_every_refills_the_bank_at_those_epochs(tmp_path, cifar_root, monkeypatch):
+    """Calibration runs before training and again at the start of every N-th epoch, nowhere else."""
+    from pretrain.methods import EffSSL
+
+    epochs_at_setup: list[int] = []
+    real_setup, real_step = EffSSL.setup, EffSSL.training_step
+    steps = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        steps["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    def setup(self, batches):
+        epochs_at_setup.append(steps["n"] // 2)  # 2 steps per epoch
+        real_setup(self, batches)
+
+    monkeypatch.setattr(EffSSL, "setup", setup)
+    monkeypatch.setattr(EffSSL, "training_step", step)
+    cfg = build_config(**{**TINY, "epochs": 5, "max_images": 128, "recalibrate_every": 2})
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert epochs_at_setup == [0, 2, 4]
 
 
 def test_existing_run_is_not_overwritten(tmp_path, cifar_root):

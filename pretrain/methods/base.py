@@ -52,14 +52,14 @@ class Method(nn.Module):
         self.backbone = backbone
         self.embed_dim = embed_dim
         self.num_samples = num_samples
-        self.projector = ProjectionHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_dim)
+        self.projector = ProjectionHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_dim, out_bn=cfg.proj_out_bn)
         self.gather = gather or Gather()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))
 
     def setup(self, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        """Called once before the first epoch with a factory of (eval-view batch, indices)."""
+        """Called before the first epoch (and every `recalibrate_every` epochs) with (eval view, indices) batches."""
 
     def forward(self, views: list[torch.Tensor], idx: torch.Tensor, shared: torch.Generator | None = None,
                 local: torch.Generator | None = None) -> StepOutput:

@@ -58,7 +58,10 @@ class EffSSL(Method):
 
     @torch.no_grad()
     def setup(self, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        """Feature calibrate: one no-grad pass of the untrained network fills every bank row.
+        """Feature calibrate: one no-grad pass of the network fills every bank row.
+
+        Before training (the authors' calibration) and, with `recalibrate_every`, again
+        at the start of those epochs, so rows do not lag a network that moves fast.
 
         BatchNorm runs in train mode (batch statistics), as in the authors' code: at
         initialisation the running statistics are 0/1 and eval mode would map every
@@ -82,12 +85,11 @@ class EffSSL(Method):
         z = F.normalize(self.project(x).float(), dim=1)
         all_idx = self.gather(idx)
         rows, w_sel, dup = self.bank.select(all_idx, self.num_negatives, shared)
-        logits = (z @ w_sel.T).masked_fill(dup.view(1, -1), _MASKED)
+        # In place: the matmul's backward needs its inputs, not its output (one (B, B + K) buffer less).
+        logits = (z @ w_sel.T).masked_fill_(dup.view(1, -1), _MASKED)
         own = self.gather.rank * b + torch.arange(b, device=z.device)
-        if perm is None:
-            targets = F.one_hot(own, logits.shape[1]).float()
-        else:
-            targets = cutmix_targets(logits.shape[1], own, own[perm], ratio)
+        ratio = torch.ones((), device=z.device) if perm is None else ratio
+        targets = cutmix_targets(logits.shape[1], own, own if perm is None else own[perm], ratio)
         loss_ce = self.ce(logits, targets)
         loss = loss_ce
         logs = {"loss_ce": loss_ce.detach()}
@@ -96,9 +98,12 @@ class EffSSL(Method):
             loss = loss + self.sqrtkl_weight * loss_kl
             logs["loss_sqrtkl"] = loss_kl.detach()
         with torch.no_grad():
-            probs = torch.softmax(logits / self.cfg.temperature, dim=1)
-            logs["inst_acc"] = (probs.argmax(dim=1) == own).float().mean()
-            self.bank.update(all_idx, self.gather(z.detach()), rows, self.gather(probs), self.gather(targets))
+            logs["inst_acc"] = (logits.argmax(dim=1) == own).float().mean()
+            if self.bank.update_rule == "grad":
+                probs = torch.softmax(logits / self.cfg.temperature, dim=1)
+                self.bank.update(all_idx, self.gather(z.detach()), rows, self.gather(probs), self.gather(targets))
+            else:
+                self.bank.update(all_idx, self.gather(z.detach()))
         return StepOutput(loss, logs)
 
 
