@@ -34,3 +34,14 @@ def test_pretrain_help_shows_defaults_from_the_config():
     text = _help("pretrain")
     assert re.search(r"--num-negatives.*\n?.*default: 10000", text)
     assert "cpu-quick" in text
+
+
+def test_every_shipped_recipe_builds_a_valid_config():
+    """A recipe that does not parse (or names an unknown option) fails here, not in `make demo`."""
+    from pretrain.config import build_config, list_recipes
+
+    names = list_recipes()
+    assert {"cpu-quick", "cifar10-resnet18", "folder-small"} <= set(names)
+    for name in names:
+        cfg = build_config(name)
+        assert cfg.extra["recipe"] == name
