@@ -23,7 +23,9 @@ from zoo.timm_files import preprocess_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet18", "mobilenetv3_large_100"]
-TINY = dict(data="cifar10", small_stem=False, img_size=32, max_images=512, epochs=1, batch_size=64,
+# lr pinned: these runs exist to be exported, not to learn, and cpu-quick's lr 0.6 on one 512-image
+# epoch leaves mobilenetv3 with activations that fail the int8 check (kNN drop 2.2 points), as it should.
+TINY = dict(data="cifar10", small_stem=False, img_size=32, max_images=512, epochs=1, batch_size=64, lr=0.03,
             proj_hidden_dim=256, proj_dim=128, num_negatives=256, eval_max_train=512, threads=2)
 EVAL_PER_CLASS = 200
 # The acceptance numbers from the brief (>= 256 validation images, >= 1000 bank images).
