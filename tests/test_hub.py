@@ -367,3 +367,14 @@ def test_receiver_commits_all_or_nothing_and_rejects_bad_uploads(tmp_path):
         assert _post(f"{ep}/api/validate-yaml", {"content": "---\nlicense: mit\n---\n# card"})[0] == 200
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{ep}/api/models/org/m/refs", timeout=5)
+
+
+def test_card_method_name_lists_only_the_components_the_run_used():
+    from zoo.card import method_name
+
+    full = method_name("effssl", {"calibrate": True, "sqrtkl_weight": 20.0, "cutmix_alpha": 0.5})
+    assert "CutMix" in full and "SqrtKL" in full and "every" not in full
+    quick = method_name("effssl", {"calibrate": True, "recalibrate_every": 1, "sqrtkl_weight": 20.0,
+                                   "cutmix_alpha": 0.0, "proj_out_bn": True})
+    assert "CutMix" not in quick and "feature calibration every 1 epoch" in quick and "BatchNorm" in quick
+    assert method_name("simclr", {"cutmix_alpha": 0.5}) == "SimCLR"

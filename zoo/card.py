@@ -64,11 +64,29 @@ CITATIONS = {
         "arxiv": "2002.05709",
     },
 }
-METHOD_NAMES = {"effssl": "EffSSL (instance CE with a memory bank, SqrtKL self-distillation and CutMix; Cao & Wu 2024)",
-                "npid": "NPID (non-parametric instance discrimination)", "simclr": "SimCLR"}
+METHOD_NAMES = {"effssl": "EffSSL", "npid": "NPID (non-parametric instance discrimination)", "simclr": "SimCLR"}
 # Training options shown on the card (the complete set is published as training/config.yaml).
 KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method", "epochs", "batch_size", "lr",
-               "temperature", "num_negatives", "proj_dim", "sqrtkl_weight", "cutmix_alpha", "bank_update", "seed")
+               "temperature", "num_negatives", "proj_dim", "proj_out_bn", "sqrtkl_weight", "cutmix_alpha",
+               "bank_update", "recalibrate_every", "seed")
+
+
+def method_name(method: str, config: dict[str, Any]) -> str:
+    """The method with the components this run actually used (a recipe may switch some off)."""
+    name = METHOD_NAMES.get(method, method)
+    if method != "effssl":
+        return name
+    parts = ["instance CE with a memory bank"]
+    if config.get("calibrate", True):
+        every = config.get("recalibrate_every") or 0
+        parts.append("feature calibration" + (f" every {every} epoch{'s' if every > 1 else ''}" if every else ""))
+    if (config.get("sqrtkl_weight") or 0) > 0:
+        parts.append("SqrtKL self-distillation")
+    if (config.get("cutmix_alpha") or 0) > 0:
+        parts.append("CutMix")
+    if config.get("proj_out_bn"):
+        parts.append("a BatchNorm on the projector output")
+    return f"{name} ({', '.join(parts)}; Cao & Wu 2024)"
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -271,7 +289,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, files: Iterable
         "knn_bank": m.get("knn_bank") or run.config.get("eval_max_train"),
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage), "files": sorted(set(files)),
-        "curve": CURVE_NAME, "method_name": METHOD_NAMES.get(m["method"], m["method"]),
+        "curve": CURVE_NAME, "method_name": method_name(m["method"], config),
         "citation": CITATIONS.get(m["method"]), "method_citation": CITATIONS["effssl"],
     }
     ctx["metadata_yaml"] = yaml.safe_dump(_metadata(ctx), sort_keys=False, allow_unicode=True).strip()
