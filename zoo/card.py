@@ -87,6 +87,8 @@ def method_name(method: str, config: dict[str, Any]) -> str:
     if config.get("proj_out_bn"):
         parts.append("a BatchNorm on the projector output")
     return f"{name} ({', '.join(parts)}; Cao & Wu 2024)"
+
+
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -88,8 +88,11 @@ class EffSSL(Method):
         # In place: the matmul's backward needs its inputs, not its output (one (B, B + K) buffer less).
         logits = (z @ w_sel.T).masked_fill_(dup.view(1, -1), _MASKED)
         own = self.gather.rank * b + torch.arange(b, device=z.device)
-        ratio = torch.ones((), device=z.device) if perm is None else ratio
-        targets = cutmix_targets(logits.shape[1], own, own if perm is None else own[perm], ratio)
+        if perm is None:  # no CutMix: all mass on the own row
+            partner, ratio = own, torch.ones((), device=z.device)
+        else:
+            partner = own[perm]
+        targets = cutmix_targets(logits.shape[1], own, partner, ratio)
         loss_ce = self.ce(logits, targets)
         loss = loss_ce
         logs = {"loss_ce": loss_ce.detach()}
