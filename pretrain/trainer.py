@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,71 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cpu_snapshot(obj: Any) -> Any:
+    """A deep copy on the CPU of a (nested) state, safe to write while training changes the original."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_snapshot(v) for v in obj)
+    return obj
+
+
+def append_log_row(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerow(["" if row[c] is None else row[c] for c in LOG_COLUMNS])
+
+
+def trim_log(path: Path, last_epoch: int) -> None:
+    """Drop rows past the checkpoint's epoch, so a resumed run does not log an epoch twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) <= last_epoch]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "\n".join(kept) + "\n")
+
+
+class CheckpointWriter:
+    """Writes each epoch's checkpoint, then its log row, in a background thread.
+
+    The cifar10-resnet18 state is 548 MiB (the 50,000 x 2048 fp32 bank alone is 391 MiB).
+    Written in the loop it took 0.8-2.5 s a save on the 2-core machine, and on the H200,
+    where an epoch trains in 2 s, the 177 epochs of BENCHMARKS.md spent about 190 s of
+    540 outside training, mostly here. The state is copied to the CPU first (a memcpy, or
+    one device-to-host copy), so training goes on while the file is written. One write is
+    in flight at a time; `wait()` re-raises a failed write. A log row appears only after
+    its checkpoint is in place, so the log never runs ahead of what `--resume` can load.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, ckpt_path: Path, state: dict[str, Any], log_path: Path, row: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = cpu_snapshot(state)
+        self._thread = threading.Thread(target=self._write, args=(ckpt_path, snapshot, log_path, row),
+                                        name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def _write(self, ckpt_path: Path, state: dict[str, Any], log_path: Path, row: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(ckpt_path, state)
+            append_log_row(log_path, row)
+        except BaseException as err:  # re-raised in the training thread by wait()
+            self._error = err
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -202,6 +268,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg, run_dir, dev = self.cfg, self.run_dir, self.device
         main = self.dist.is_main
+        t_fit = time.perf_counter()
         run_dir.mkdir(parents=True, exist_ok=True)
         if main and not self.resume:
             cfg.save(run_dir / "config.yaml")
@@ -265,73 +332,78 @@ class Trainer:
         log_path = run_dir / "log.csv"
         if main and start_epoch == 0:
             atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
+        elif main:
+            trim_log(log_path, start_epoch)
+        writer = CheckpointWriter()
         metrics_row: dict[str, Any] = {}
         bank: Split | None = None
-        for epoch in range(start_epoch, cfg.epochs):
-            method.train()
-            t_epoch = time.perf_counter()
-            if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
-                method.setup(calibrate)  # rows refreshed once per epoch lag a fast-moving network
-            perm = torch.randperm(n, device=dev, generator=shared)
-            loss_sum = torch.zeros((), device=dev)
-            bar = self._bar(epoch, steps_per_epoch)
-            for step in range(steps_per_epoch):
-                start = step * per_rank * self.dist.world_size + self.dist.rank * per_rank
-                idx = perm[start:start + per_rank]
-                batch = images[idx]
-                views = [augment(batch, local) for _ in range(method.num_views)]
-                if dev.type == "cuda" and cfg.channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                with self._autocast():
-                    out = model(views, idx, shared, local)
-                loss = out.loss if penalty is None else out.loss + penalty(method.backbone)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += out.loss.detach()
-                if dev.type == "cpu" or (step + 1) % 50 == 0:
-                    self._check_finite(loss_sum, epoch, step)
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                method.train()
+                t_epoch = time.perf_counter()
+                if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
+                    method.setup(calibrate)  # rows refreshed once per epoch lag a fast-moving network
+                perm = torch.randperm(n, device=dev, generator=shared)
+                loss_sum = torch.zeros((), device=dev)
+                bar = self._bar(epoch, steps_per_epoch)
+                for step in range(steps_per_epoch):
+                    start = step * per_rank * self.dist.world_size + self.dist.rank * per_rank
+                    idx = perm[start:start + per_rank]
+                    batch = images[idx]
+                    views = [augment(batch, local) for _ in range(method.num_views)]
+                    if dev.type == "cuda" and cfg.channels_last:
+                        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                    with self._autocast():
+                        out = model(views, idx, shared, local)
+                    loss = out.loss if penalty is None else out.loss + penalty(method.backbone)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    loss_sum += out.loss.detach()
+                    if dev.type == "cpu" or (step + 1) % 50 == 0:
+                        self._check_finite(loss_sum, epoch, step)
+                    if bar is not None:
+                        bar.update(1)
+                        elapsed = time.perf_counter() - t_epoch
+                        bar.set_postfix_str(f"{(step + 1) * per_rank * self.dist.world_size / elapsed:.0f} img/s")
                 if bar is not None:
-                    bar.update(1)
-                    elapsed = time.perf_counter() - t_epoch
-                    bar.set_postfix_str(f"{(step + 1) * per_rank * self.dist.world_size / elapsed:.0f} img/s")
-            if bar is not None:
-                bar.close()
-            self._check_finite(loss_sum, epoch, steps_per_epoch - 1)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            epoch_time = time.perf_counter() - t_epoch
-            wall += epoch_time
-            images_seen += steps_per_epoch * per_rank * self.dist.world_size
-            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch,
-                                   "lr": scheduler.get_last_lr()[0],
-                                   "images_per_s": steps_per_epoch * per_rank * self.dist.world_size / epoch_time,
-                                   "knn_top1": None, "rankme": None, "wall_time_s": wall}
-            last = epoch + 1 == cfg.epochs
-            if main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-                if bank is None:
-                    bank = load_knn_bank(cfg, self.preprocess)
-                row.update(self.evaluate(method.backbone, bank, test))
-            metrics_row = row
-            log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", epoch + 1, cfg.epochs, row["loss"], row["lr"],
-                     row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
-            if main:
-                with log_path.open("a", newline="") as f:
-                    csv.writer(f).writerow(["" if row[c] is None else row[c] for c in LOG_COLUMNS])
-                save_checkpoint(ckpt_path, {
-                    "epoch": epoch + 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "shared_rng": shared.get_state(),
-                    "local_rng": self._gather_rng(local), "images_seen": images_seen, "wall_time_s": wall,
-                })
-            elif self.dist.world_size > 1:
-                self._gather_rng(local)
+                    bar.close()
+                self._check_finite(loss_sum, epoch, steps_per_epoch - 1)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                epoch_time = time.perf_counter() - t_epoch
+                wall += epoch_time
+                images_seen += steps_per_epoch * per_rank * self.dist.world_size
+                row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch,
+                                       "lr": scheduler.get_last_lr()[0],
+                                       "images_per_s": steps_per_epoch * per_rank * self.dist.world_size / epoch_time,
+                                       "knn_top1": None, "rankme": None, "wall_time_s": wall}
+                last = epoch + 1 == cfg.epochs
+                if main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+                    if bank is None:
+                        bank = load_knn_bank(cfg, self.preprocess)
+                    row.update(self.evaluate(method.backbone, bank, test))
+                metrics_row = row
+                log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", epoch + 1, cfg.epochs, row["loss"], row["lr"],
+                         row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
+                if main:
+                    writer.submit(ckpt_path, {
+                        "epoch": epoch + 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "shared_rng": shared.get_state(),
+                        "local_rng": self._gather_rng(local), "images_seen": images_seen, "wall_time_s": wall,
+                    }, log_path, row)
+                elif self.dist.world_size > 1:
+                    self._gather_rng(local)
+        finally:
+            writer.wait()  # an interrupt or a diverged loss still leaves the last good checkpoint complete
         if not main:
             return {}
         if source is not None:
             continual.write_lineage(run_dir, source, cfg.to_dict(), len(train.images),
                                     0 if replayed is None else len(replayed))
-        return self._finish(method, metrics_row, images_seen, wall, len(bank.images) if bank is not None else None)
+        return self._finish(method, metrics_row, images_seen, wall, len(bank.images) if bank is not None else None,
+                            time.perf_counter() - t_fit)
 
     def _penalty(self, method: Method, source: "continual.Source", train: Split) -> nn.Module | None:
         """L2-SP or MAS toward the starting backbone (built before any checkpoint is loaded)."""
@@ -383,7 +455,7 @@ class Trainer:
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, unit="step")
 
     def _finish(self, method: Method, last_row: dict[str, Any], images_seen: int, wall: float,
-                knn_bank: int | None) -> dict[str, Any]:
+                knn_bank: int | None, elapsed: float) -> dict[str, Any]:
         cfg = self.cfg
         arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
         backbone = method.backbone
@@ -395,6 +467,7 @@ class Trainer:
             "method": cfg.method, "model": cfg.model, "architecture": arch, "small_stem": cfg.small_stem,
             "img_size": cfg.img_size, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
             "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),
+            "elapsed_s": round(elapsed, 3),
             "images_per_sec": round(images_seen / wall, 2) if wall > 0 else None,
             "peak_mem_mb": round(peak_memory_mb(self.device), 1), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else

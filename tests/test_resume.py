@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pretrain.config import build_config
-from pretrain.trainer import CHECKPOINT, NonFiniteLossError, Trainer, load_checkpoint
+from pretrain.trainer import (CHECKPOINT, LOG_COLUMNS, CheckpointWriter, NonFiniteLossError, Trainer, load_checkpoint,
+                              trim_log)
 
 TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=384, epochs=3,
             batch_size=64, proj_hidden_dim=128, proj_dim=64, num_negatives=128, threads=1, eval_max_train=384,
@@ -112,6 +113,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
         calls["n"] += 1
         out = real_step(self, *args, **kwargs)
         if calls["n"] > 2:
+            while _rows(run) < 1:  # epoch 1's row is logged once its checkpoint (written in the background) is in place
+                time.sleep(0.01)
             snapshot.setdefault("ckpt", (run / CHECKPOINT).read_bytes())
             out.loss = out.loss * float("nan")
         return out
@@ -122,3 +125,41 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
     assert (run / CHECKPOINT).read_bytes() == snapshot["ckpt"]
     assert load_checkpoint(run / CHECKPOINT)["epoch"] == 1
     assert not (run / "metrics.json").exists() and not (run / "backbone").exists()
+
+
+def _row(epoch: int) -> dict:
+    return {"epoch": epoch, "loss": 1.0, "lr": 0.1, "images_per_s": 10.0, "knn_top1": None, "rankme": None,
+            "wall_time_s": float(epoch)}
+
+
+def test_checkpoint_writer_saves_the_state_as_submitted_then_logs(tmp_path):
+    """Training changes the weights while the background write runs: the file must hold the submitted values."""
+    weights = torch.zeros(1000)
+    ckpt, log_path = tmp_path / CHECKPOINT, tmp_path / "log.csv"
+    log_path.write_text(",".join(LOG_COLUMNS) + "\n")
+    writer = CheckpointWriter()
+    writer.submit(ckpt, {"epoch": 1, "model": {"w": weights}, "rng": [torch.ones(2)]}, log_path, _row(1))
+    weights += 1.0
+    writer.wait()
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1 and float(state["model"]["w"].abs().sum()) == 0.0
+    assert _rows(tmp_path) == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_writer_reraises_a_failed_write_and_logs_nothing(tmp_path):
+    log_path = tmp_path / "log.csv"
+    log_path.write_text(",".join(LOG_COLUMNS) + "\n")
+    writer = CheckpointWriter()
+    writer.submit(tmp_path / "no-such-dir" / CHECKPOINT, {"epoch": 1}, log_path, _row(1))
+    with pytest.raises((OSError, RuntimeError), match="no-such-dir"):
+        writer.wait()
+    assert _rows(tmp_path) == 0
+    writer.wait()  # the error is reported once
+
+
+def test_trim_log_drops_rows_past_the_checkpoint_epoch(tmp_path):
+    log_path = tmp_path / "log.csv"
+    log_path.write_text(",".join(LOG_COLUMNS) + "\n" + "".join(f"{e},1,0.1,10,,,{e}\n" for e in (1, 2, 3)))
+    trim_log(log_path, 2)
+    assert [ln.split(",")[0] for ln in log_path.read_text().splitlines()[1:]] == ["1", "2"]
