@@ -132,7 +132,7 @@ class CheckpointWriter:
     """Writes each epoch's checkpoint, then its log row, in a background thread.
 
     The cifar10-resnet18 state is 548 MiB (the 50,000 x 2048 fp32 bank alone is 391 MiB).
-    Written in the loop it took 0.8-2.5 s a save on the 2-core machine, and on the H200,
+    Written in the loop it took 0.7-2.5 s a save on the 2-core machine, and on the H200,
     where an epoch trains in 2 s, the 177 epochs of BENCHMARKS.md spent about 190 s of
     540 outside training, mostly here. The state is copied to the CPU first (a memcpy, or
     one device-to-host copy), so training goes on while the file is written. One write is
