@@ -132,14 +132,17 @@ def carry_reservoir(run_dir: Path, source: Source | None, capacity: int, chunk: 
 
 def mas_importance_of(source: Source, backbone: torch.nn.Module, images: np.ndarray, preprocess,
                       device: torch.device, max_images: int = 1024) -> dict[str, torch.Tensor]:
-    """MAS importance of the source's weights on its own chunk (stored with the source run when possible)."""
+    """MAS importance of the source's weights on its own chunk, scaled to a largest value of 1.
+
+    The raw importances are stored with the source run when possible.
+    """
     from safetensors.torch import load_file, save_file
 
-    from pretrain.modules.regularizers import mas_importance
+    from pretrain.modules.regularizers import mas_importance, scale_to_unit_max
 
     stored = source.run_dir / IMPORTANCE_FILE if source.run_dir else None
     if stored is not None and stored.is_file():
-        return load_file(str(stored))
+        return scale_to_unit_max(load_file(str(stored)))
     sel = images[: max_images]
     mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
@@ -157,7 +160,7 @@ def mas_importance_of(source: Source, backbone: torch.nn.Module, images: np.ndar
             save_file({k: v.cpu().contiguous() for k, v in importance.items()}, str(stored))
         except OSError:
             log.warning("could not store MAS importance with %s", source.run_dir)
-    return importance
+    return scale_to_unit_max(importance)
 
 
 def _step_record(config: dict[str, Any], run_dir: Path, num_images: int | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from pretrain.config import build_config
 from pretrain.continual import LINEAGE_FILE, REPLAY_IN_FILE, inherited_config
-from pretrain.modules.regularizers import AnchorPenalty, mas_importance
+from pretrain.modules.regularizers import AnchorPenalty, mas_importance, scale_to_unit_max
 from pretrain.replay import Reservoir
 from pretrain.trainer import CHECKPOINT, Trainer, load_checkpoint
 
@@ -72,6 +72,20 @@ def test_penalties_vanish_at_the_anchor_and_grow_away():
         assert float(pen(net)) > 0
         with torch.no_grad():
             net[0].weight.sub_(0.1)
+
+
+def test_scaled_mas_importance_peaks_at_one_by_one_common_factor():
+    """Scaled, the stiffest parameter has importance 1, as every parameter has under L2-SP."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    raw = mas_importance(net, [10.0 * torch.randn(8, 4) for _ in range(3)])
+    assert max(float(v.max()) for v in raw.values()) > 1.0
+    scaled = scale_to_unit_max(raw)
+    assert max(float(v.max()) for v in scaled.values()) == pytest.approx(1.0)
+    top = max(float(v.max()) for v in raw.values())
+    assert all(torch.allclose(scaled[n] * top, raw[n]) for n in raw)  # one factor for all: the ranking is kept
+    zeros = {"w": torch.zeros(3)}
+    assert scale_to_unit_max(zeros) is zeros
 
 
 def _chunk(root: Path, classes: list[str], per_class: int, cifar_root: Path) -> Path:

@@ -63,3 +63,16 @@ def mas_importance(module: nn.Module, batches: Iterable[torch.Tensor]) -> dict[s
     module.zero_grad(set_to_none=True)
     module.train(was_training)
     return {n: v / max(count, 1) for n, v in importance.items()}
+
+
+def scale_to_unit_max(importance: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Divide every importance by the largest one, so the largest is 1.
+
+    Raw MAS importances scale with the network's output norm, and the penalty's curvature,
+    weight * importance, must stay below 2 (1 + momentum) / lr for SGD to be stable. The
+    raw importances of a cpu-quick step-1 network reach 25.9, and at that recipe's lr 0.6
+    the MAS step diverged (BENCHMARKS.md, continual). Scaled, the largest importance is 1,
+    the value L2-SP gives every parameter, so --reg-weight means the same for both.
+    """
+    top = max((float(v.max()) for v in importance.values()), default=0.0)
+    return {n: v / top for n, v in importance.items()} if top > 0 else importance
