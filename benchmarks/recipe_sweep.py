@@ -8,8 +8,8 @@ run goes to its own RUN_DIR under --out through the same Trainer as
 `edgezoo pretrain`, so a number here is what the recipe would give. A GPU runs a
 cpu-quick-sized job in seconds, which makes a search possible that would take
 hours on 2 CPU cores; `--fp32` turns off bf16 autocast and channels_last so the
-arithmetic matches a CPU run's. Finished RUN_DIRs are reused, so an interrupted
-sweep continues. Prints a markdown table sorted by kNN, then one JSON line.
+arithmetic matches a CPU run's. Finished RUN_DIRs are reused and interrupted ones
+resumed, so a stopped sweep continues. Prints a markdown table sorted by kNN, then one JSON line.
 """
 
 from __future__ import annotations
@@ -37,16 +37,11 @@ def run_name(overrides: dict) -> str:
 
 
 def run_one(recipe: str, overrides: dict, out: Path, device: str, fp32: bool, threads: int | None) -> dict:
-    from pretrain.config import build_config
-    from pretrain.trainer import Trainer
+    from cifar10_knn import train  # reuses a finished RUN_DIR, resumes an interrupted one
 
     run_dir = out / run_name(overrides)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        extra = {"amp": False, "channels_last": False} if fp32 else {}
-        cfg = build_config(recipe, **{"device": device, "threads": threads, **extra, **overrides})
-        Trainer(cfg, run_dir, progress=False).fit()
-    metrics = json.loads(metrics_path.read_text())
+    extra = {"amp": False, "channels_last": False} if fp32 else {}
+    metrics = train(recipe, run_dir, **{"device": device, "threads": threads, **extra, **overrides})
     return {"overrides": overrides, "knn_top1": metrics["knn_top1"], "wall_time_s": metrics["wall_time_s"],
             "rankme": metrics.get("rankme"), "run_dir": str(run_dir)}
 

@@ -132,12 +132,14 @@ class CheckpointWriter:
     """Writes each epoch's checkpoint, then its log row, in a background thread.
 
     The cifar10-resnet18 state is 548 MiB (the 50,000 x 2048 fp32 bank alone is 391 MiB).
-    Written in the loop it took 0.7-2.5 s a save on the 2-core machine, and on the H200,
-    where an epoch trains in 2 s, the 177 epochs of BENCHMARKS.md spent about 190 s of
-    540 outside training, mostly here. The state is copied to the CPU first (a memcpy, or
-    one device-to-host copy), so training goes on while the file is written. One write is
-    in flight at a time; `wait()` re-raises a failed write. A log row appears only after
-    its checkpoint is in place, so the log never runs ahead of what `--resume` can load.
+    Written in the loop it took 0.7-2.5 s a save on the 2-core machine; on the H200, where
+    an epoch trains in 2 s, the 177 epochs of BENCHMARKS.md spent about 190 s of 540
+    outside training (data, 7 evaluations and 177 such writes, not timed apart). The state
+    is copied to the CPU first (a memcpy, or one device-to-host copy), so training goes on
+    while the file is written. One write is in flight at a time; `wait()` re-raises a
+    failed write. A log row appears only after its checkpoint is in place, so the log never
+    runs ahead of what `--resume` can load. As a context manager it waits on exit, also
+    when training failed (then a failed write is logged, not raised over that error).
     """
 
     def __init__(self) -> None:
@@ -165,6 +167,18 @@ class CheckpointWriter:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.wait()
+            return
+        try:
+            self.wait()  # the last good checkpoint is complete before the error leaves fit()
+        except BaseException as err:  # noqa: BLE001 - the training error is the one to report
+            log.error("the last checkpoint write also failed: %s", err)
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -334,10 +348,9 @@ class Trainer:
             atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
         elif main:
             trim_log(log_path, start_epoch)
-        writer = CheckpointWriter()
         metrics_row: dict[str, Any] = {}
         bank: Split | None = None
-        try:
+        with CheckpointWriter() as writer:
             for epoch in range(start_epoch, cfg.epochs):
                 method.train()
                 t_epoch = time.perf_counter()
@@ -395,8 +408,6 @@ class Trainer:
                     }, log_path, row)
                 elif self.dist.world_size > 1:
                     self._gather_rng(local)
-        finally:
-            writer.wait()  # an interrupt or a diverged loss still leaves the last good checkpoint complete
         if not main:
             return {}
         if source is not None:
