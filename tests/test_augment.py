@@ -98,3 +98,26 @@ def test_batched_output_shape_and_blur_path():
     y = BatchAugment(p)(x, torch.Generator().manual_seed(0))
     assert y.shape == (4, 3, 96, 96) and torch.isfinite(y).all()
     assert math.isclose(p.blur_p, 1.0)
+
+
+def test_batched_jitter_equals_torchvision_ops_in_each_samples_order():
+    """Every sample gets torchvision's brightness/contrast/saturation/hue with its own factors and order."""
+    import torchvision.transforms.v2.functional as TF
+
+    from pretrain.augment import apply_jitter, draw_jitter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 16, 16, generator=g)
+    d = draw_jitter(64, (0.4, 0.4, 0.4, 0.1), 0.8, x.device, g)
+    out = apply_jitter(x, d)
+    assert 0 < int(d.apply.sum()) < 64  # both jittered and untouched samples are checked
+    ops = (lambda y, i: TF.adjust_brightness(y, float(d.brightness[i])),
+           lambda y, i: TF.adjust_contrast(y, float(d.contrast[i])),
+           lambda y, i: TF.adjust_saturation(y, float(d.saturation[i])),
+           lambda y, i: TF.adjust_hue(y, float(d.hue[i])))
+    for i in range(64):
+        expect = x[i]
+        if d.apply[i]:
+            for k in d.order[i].tolist():
+                expect = ops[k](expect, i)
+        torch.testing.assert_close(out[i], expect, atol=1e-4, rtol=0)  # float rounding only
