@@ -102,3 +102,13 @@ def test_cli_exits_nonzero_naming_the_path(tmp_path):
     assert proc.returncode != 0
     assert str(tmp_path / "nothing") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_shared_cache_temp_names_are_unique_per_writer(tmp_path):
+    """Two runs decoding one source at once must not rename each other's half-written cache file."""
+    from zoo.fsutil import sibling_tmp
+
+    target = tmp_path / "decoded" / "abc.npz"
+    a, b = sibling_tmp(target, ".tmp.npz"), sibling_tmp(target, ".tmp.npz")
+    assert a != b
+    assert a.parent == target.parent and a.name.startswith("abc.npz.") and a.name.endswith(".tmp.npz")

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.fsutil import sibling_tmp
 from zoo.images import NoImagesError, SkipReport, decode_many, find_images, interpolation_from_name
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def decode(images: ImageList, resize: int, crop: int, interpolation: str = "bicu
     arr = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
     if use_cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = sibling_tmp(cache, ".tmp.npz")  # the cache is shared: two runs may decode the same source at once
         np.savez(tmp, images=arr, kept=np.asarray(kept, np.int64))
         tmp.replace(cache)
     return arr, images.subset(kept)

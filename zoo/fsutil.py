@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 
+def sibling_tmp(path: Path, suffix: str = ".tmp") -> Path:
+    """A temp name beside `path`, unique per call: concurrent writers of one shared file never collide."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = sibling_tmp(path)
     tmp.write_text(text)
     tmp.replace(path)
     return path
