@@ -16,6 +16,7 @@ import yaml
 RECIPES_DIR = Path(__file__).parent / "recipes"
 METHODS = ("effssl", "npid", "simclr")
 BANK_UPDATES = ("ema", "grad")
+CALIBRATE_VIEWS = ("clean", "augmented")
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PretrainConfig:
     bank_lr: float | None = None  # eta of the grad rule; None = (1 - m) / m, the EMA rule's step
     bank_dtype: str = "float32"  # float32 | bfloat16 (halves bank memory for millions of images)
     calibrate: bool = True  # fill the bank with the untrained network's features
+    calibrate_view: str = "clean"  # clean (centre crop) | augmented (one training view, as the authors' code)
     recalibrate_every: int = 0  # refill the bank every N epochs (0: once, before training, as the authors)
     simclr_temperature: float = 0.5
     # optimisation
@@ -98,6 +100,8 @@ class PretrainConfig:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
         if not 0.0 <= self.bank_momentum < 1.0:
             raise ValueError(f"bank_momentum must be in [0, 1), got {self.bank_momentum}")
+        if self.calibrate_view not in CALIBRATE_VIEWS:
+            raise ValueError(f"calibrate_view must be one of {CALIBRATE_VIEWS}, got {self.calibrate_view!r}")
         if self.recalibrate_every < 0:
             raise ValueError(f"recalibrate_every must be >= 0, got {self.recalibrate_every}")
         if self.bank_update == "grad":
@@ -160,6 +164,7 @@ HELP: dict[str, str] = {
     "bank_lr": "eta of the grad bank update (default (1 - m) / m)",
     "bank_dtype": "memory bank storage: float32 or bfloat16",
     "calibrate": "fill the bank with the untrained network's features before training",
+    "calibrate_view": "images the bank is calibrated from: clean (centre crop) or augmented (one training view each)",
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
     "epochs": "training epochs",

@@ -240,8 +240,14 @@ class Trainer:
             kwargs["fused"] = True
         return torch.optim.SGD(params, **kwargs)
 
-    def _eval_batches(self, images: torch.Tensor, batch: int) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-        """Calibration batches: centre crop, normalised, every row (the last partial batch too)."""
+    def _eval_batches(self, images: torch.Tensor, batch: int,
+                      augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+                      generator: torch.Generator | None = None,
+                      ) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """Calibration batches over every row (the last partial batch too).
+
+        Centre crop and normalise, or one augmented view per image when `augment` is given.
+        """
         pre = self.preprocess
         mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
@@ -258,8 +264,11 @@ class Trainer:
                 if world > 1:  # this rank's equal-sized shard (the last one padded by repeating rows)
                     per = -(-rows.numel() // world)
                     rows = torch.cat([rows, rows[-1:].expand(per * world - rows.numel())])[rank * per:(rank + 1) * per]
-                x = images[rows][:, :, off:off + pre.img_size, off:off + pre.img_size]
-                x = (x.float() / 255.0 - mean) / std
+                if augment is not None:
+                    x = augment(images[rows], generator)
+                else:
+                    x = images[rows][:, :, off:off + pre.img_size, off:off + pre.img_size]
+                    x = (x.float() / 255.0 - mean) / std
                 if self.device.type == "cuda" and self.cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
@@ -317,7 +326,8 @@ class Trainer:
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
         start_epoch, images_seen, wall = 0, 0, 0.0
-        calibrate = self._eval_batches(images, 2 * cfg.batch_size)
+        calibrate = self._eval_batches(images, 2 * cfg.batch_size,
+                                       augment if cfg.calibrate_view == "augmented" else None, local)
         ckpt_path = run_dir / CHECKPOINT
         if self.resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)

@@ -90,6 +90,26 @@ def test_recalibrate_every_refills_the_bank_at_those_epochs(tmp_path, cifar_root
     assert epochs_at_setup == [0, 2, 4]
 
 
+@pytest.mark.parametrize("view", ["clean", "augmented"])
+def test_calibrate_view_clean_is_fixed_augmented_is_redrawn(tmp_path, cifar_root, monkeypatch, view):
+    """clean: every calibration pass sees the same centre crops; augmented: a new training view each pass."""
+    from pretrain.methods import EffSSL
+
+    firsts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_setup = EffSSL.setup
+
+    def setup(self, batches):
+        firsts.append(next(iter(batches())))
+        real_setup(self, batches)
+
+    monkeypatch.setattr(EffSSL, "setup", setup)
+    cfg = build_config(**{**TINY, "epochs": 2, "max_images": 128, "calibrate_view": view})
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    (x0, rows0), (x1, rows1) = firsts
+    assert torch.equal(rows0, rows1)
+    assert torch.equal(x0, x1) == (view == "clean")
+
+
 def test_existing_run_is_not_overwritten(tmp_path, cifar_root):
     cfg = build_config(**{**TINY, "epochs": 1, "max_images": 128})
     Trainer(cfg, tmp_path / "run", progress=False).fit()
