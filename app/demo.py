@@ -480,7 +480,9 @@ def create_app(model: str, gallery: str | Path | None = None, *, backend: str = 
     from zoo.datasets import cache_dir
 
     first = load_model(model, backend=backend, variant=variant, hub=hub, hub_dir=hub_dir)
-    root = Path(gallery).expanduser() if gallery else default_gallery(first.run_dir)
+    # Resolved before listing, so the photos' names are relative to the same root DemoApp keeps
+    # (a gallery reached through a symlinked folder, e.g. ../shared, otherwise has no names).
+    root = (Path(gallery).expanduser() if gallery else default_gallery(first.run_dir)).resolve()
     paths = gallery_images(root, max_gallery)
     choices = model_choices(first.name, Path(runs_dir) if runs_dir else None, hub, hub_dir)
 

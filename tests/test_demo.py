@@ -200,6 +200,21 @@ def test_served_paths_allow_symlinked_files_not_their_folders(tmp_path, gallery)
     assert served_paths(root, [root / "linked.jpg"]) == [str(root.resolve()), str(target.resolve())]
 
 
+def test_gallery_reached_through_a_symlinked_folder(served, published, gallery, tmp_path):
+    """`make demo` on a machine where ../shared is a symlink: the photos keep names relative to the gallery."""
+    from app.demo import create_app
+
+    app, _ = served
+    link = tmp_path / "linked-gallery"
+    link.symlink_to(gallery, target_is_directory=True)
+    linked = create_app(app.default, link, index_dir=tmp_path / "idx", runs_dir=None, hub_dir=published["hub_dir"])
+    names = [name for _, name in linked.picker_items()]
+    assert names and all(name.startswith(("ants/", "bees/")) for name in names)
+    query = sorted((gallery / "bees").iterdir())[3]
+    _, table, _, _ = linked.search({"path": str(query), "orig_name": query.name}, 3, linked.default)
+    assert table[0][1] == f"bees/{query.name}" and table[0][2] >= 0.999, table
+
+
 def test_serving_needs_no_torch(run, gallery, tmp_path):
     """The ONNX path of the demo (model, index, query) with torch made unimportable."""
     code = f"""
