@@ -171,12 +171,17 @@ def draw_jitter(n: int, strength: tuple[float, float, float, float], p: float, d
     return JitterDraw(fb, fc, fs, fh, apply, order)
 
 
-def apply_jitter(x: torch.Tensor, d: JitterDraw) -> torch.Tensor:
+def apply_jitter(x: torch.Tensor, d: JitterDraw, indexed: bool | None = None) -> torch.Tensor:
     """torchvision ColorJitter with per-sample factors and a per-sample op order.
 
-    Each op runs only on the samples that take it at that position of their order (and
-    are jittered at all), so the batch costs one pass of each op, not four of all four.
+    indexed (the default on CPU): each op runs only on the samples that take it at that
+    position of their order, one pass of each op instead of four of all four. Otherwise
+    (the default on accelerators) every op runs on the whole batch and is selected per
+    sample: more arithmetic, but no host sync to size the subsets inside the training step.
     """
+    if indexed is None:
+        indexed = x.device.type == "cpu"
+    every = torch.arange(x.shape[0], device=x.device)
 
     def bright(y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return (y * d.brightness[i]).clamp(0, 1)
@@ -195,8 +200,10 @@ def apply_jitter(x: torch.Tensor, d: JitterDraw) -> torch.Tensor:
     out = x.clone()
     for step in range(4):
         for k, op in enumerate((bright, contrast, saturation, hue)):
-            i = ((d.order[:, step] == k) & d.apply).nonzero().squeeze(1)
-            if i.numel():
+            take = (d.order[:, step] == k) & d.apply  # a sample takes one op per position
+            if not indexed:
+                out = torch.where(take.view(-1, 1, 1, 1), op(out, every), out)
+            elif (i := take.nonzero().squeeze(1)).numel():
                 out[i] = op(out[i], i)
     return out
 

@@ -121,3 +121,5 @@ def test_batched_jitter_equals_torchvision_ops_in_each_samples_order():
             for k in d.order[i].tolist():
                 expect = ops[k](expect, i)
         torch.testing.assert_close(out[i], expect, atol=1e-4, rtol=0)  # float rounding only
+    # The accelerators' sync-free path (every op on the whole batch, then selected) gives the same batch.
+    torch.testing.assert_close(apply_jitter(x, d, indexed=False), out, atol=1e-6, rtol=0)
