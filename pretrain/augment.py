@@ -181,19 +181,19 @@ def apply_jitter(x: torch.Tensor, d: JitterDraw, indexed: bool | None = None) ->
     """
     if indexed is None:
         indexed = x.device.type == "cpu"
-    every = torch.arange(x.shape[0], device=x.device)
+    every = slice(None)
 
-    def bright(y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    def bright(y: torch.Tensor, i: torch.Tensor | slice) -> torch.Tensor:
         return (y * d.brightness[i]).clamp(0, 1)
 
-    def contrast(y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    def contrast(y: torch.Tensor, i: torch.Tensor | slice) -> torch.Tensor:
         f = d.contrast[i]
         return (f * y + (1 - f) * _gray(y).mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
 
-    def saturation(y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    def saturation(y: torch.Tensor, i: torch.Tensor | slice) -> torch.Tensor:
         return (d.saturation[i] * y + (1 - d.saturation[i]) * _gray(y)).clamp(0, 1)
 
-    def hue(y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    def hue(y: torch.Tensor, i: torch.Tensor | slice) -> torch.Tensor:
         hsv = _rgb_to_hsv(y)
         return _hsv_to_rgb(torch.cat([torch.remainder(hsv[:, 0:1] + d.hue[i], 1.0), hsv[:, 1:]], dim=1))
 

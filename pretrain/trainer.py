@@ -240,7 +240,7 @@ class Trainer:
             kwargs["fused"] = True
         return torch.optim.SGD(params, **kwargs)
 
-    def _eval_batches(self, images: torch.Tensor, batch: int,
+    def _calibration_batches(self, images: torch.Tensor, batch: int,
                       augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
                       generator: torch.Generator | None = None,
                       ) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
@@ -326,7 +326,7 @@ class Trainer:
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
         start_epoch, images_seen, wall = 0, 0, 0.0
-        calibrate = self._eval_batches(images, 2 * cfg.batch_size,
+        calibrate = self._calibration_batches(images, 2 * cfg.batch_size,
                                        augment if cfg.calibrate_view == "augmented" else None, local)
         ckpt_path = run_dir / CHECKPOINT
         if self.resume and ckpt_path.exists():

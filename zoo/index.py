@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from zoo.errors import EdgezooError
+from zoo.fsutil import atomic_write_text, sibling_tmp
 from zoo.images import ImageError, NoImagesError, SkipReport, paths_under
 from zoo.knn import top_k
 
@@ -117,7 +118,7 @@ class EmbeddingIndex:
     def save(self, path: str | Path) -> Path:
         """The embeddings as one .npy (atomically: a reader never sees half a file)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = sibling_tmp(path)  # the index cache is shared: two demos may build the same gallery at once
         with open(tmp, "wb") as fh:
             np.save(fh, self.embeddings)
         os.replace(tmp, path)
@@ -277,8 +278,6 @@ def build_gallery_index(root: str | Path, paths: Sequence[Path], embed: EmbedFn,
     record = {**wanted, "ids": ids, "dim": index.dim, "skipped": skip.skipped}
     stem.parent.mkdir(parents=True, exist_ok=True)
     index.save(npy_path)
-    tmp = rec_path.with_name(rec_path.name + ".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, rec_path)  # written last: a record on disk means a complete index
+    atomic_write_text(rec_path, json.dumps(record) + "\n")  # written last: a record on disk means a complete index
     log.info("built the gallery index %s (%d images, %d skipped)", npy_path, len(ids), len(skip.skipped))
     return GalleryIndex(root, ids, index, record, stem, rebuilt=True)
