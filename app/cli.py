@@ -16,10 +16,16 @@ log = logging.getLogger("edgezoo")
 
 
 class _Stage:
-    """A subcommand: its flags, its runner, imported lazily so `edgezoo --help` is instant."""
+    """A subcommand: its flags, its runner, imported lazily so `edgezoo --help` is instant.
 
-    def __init__(self, name: str, help_text: str, module: str, add: str, run: str) -> None:
+    `needs`: optional packages it cannot start without, imported before it runs, so that an edge
+    install (onnxruntime, numpy, Pillow) is told what to install at once, not after minutes of work.
+    """
+
+    def __init__(self, name: str, help_text: str, module: str, add: str, run: str,
+                 needs: tuple[str, ...] = ()) -> None:
         self.name, self.help, self.module, self.add, self.run = name, help_text, module, add, run
+        self.needs = needs
 
     def load(self, attr: str) -> Callable:
         import importlib
@@ -29,10 +35,11 @@ class _Stage:
 
 STAGES = [
     _Stage("pretrain", "self-supervised pretraining of a timm backbone into RUN_DIR", "pretrain.cli",
-           "add_pretrain_arguments", "run_pretrain"),
-    _Stage("eval", "kNN top-1 and RankMe of a RUN_DIR's backbone", "pretrain.cli", "add_eval_arguments", "run_eval"),
+           "add_pretrain_arguments", "run_pretrain", needs=("torch", "timm")),
+    _Stage("eval", "kNN top-1 and RankMe of a RUN_DIR's backbone", "pretrain.cli", "add_eval_arguments", "run_eval",
+           needs=("torch", "timm")),
     _Stage("export", "RUN_DIR's backbone to validated ONNX fp32 + int8 and ORT format", "export.cli",
-           "add_export_arguments", "run_export"),
+           "add_export_arguments", "run_export", needs=("torch", "timm", "onnx", "onnxruntime")),
     _Stage("publish", "publish a finished, exported RUN_DIR (model card, weights, ONNX) to a hub as a new version",
            "zoo.cli", "add_publish_arguments", "run_publish"),
     _Stage("list", "list the published models of the hub with their key metrics", "zoo.cli", "add_list_arguments",
@@ -40,7 +47,7 @@ STAGES = [
     _Stage("run", "the whole pipeline: pretrain, evaluate, export + validate, publish, then serve the demo "
            "(finished stages are skipped)", "app.pipeline", "add_run_arguments", "run_pipeline"),
     _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo",
-           "add_demo_arguments", "run_demo"),
+           "add_demo_arguments", "run_demo", needs=("gradio",)),
 ]
 
 
@@ -71,6 +78,23 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
+def run_stage(stage: _Stage, args: argparse.Namespace) -> None:
+    """Run a subcommand; an optional package that is not installed becomes one MissingDependencyError line."""
+    import importlib
+
+    from zoo.errors import missing_dependency
+
+    try:
+        for package in stage.needs:
+            importlib.import_module(package)
+        stage.load(stage.run)(args)
+    except ModuleNotFoundError as exc:
+        error = missing_dependency(exc)
+        if error is None:  # not one of edgezoo's optional packages: a broken install, keep the traceback
+            raise
+        raise error from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stage: _Stage = args._stage
     try:
-        stage.load(stage.run)(args)
+        run_stage(stage, args)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

@@ -307,11 +307,13 @@ def run_pipeline(args: argparse.Namespace) -> PipelineResult:
         nonlocal blocks
         from app.demo import create_app, default_gallery, start
 
-        gallery = args.gallery or default_gallery(run_dir)  # the run's training folder when no photos are shared
+        gallery = args.gallery or default_gallery(run_dir)  # the model's own domain: its held-out split
         app = create_app(f"{args.repo}@{result.version}", gallery, hub=args.hub, hub_dir=args.hub_dir,
                          runs_dir=run_dir.parent, max_gallery=args.max_gallery)
         blocks, result.url = start(app, args.host, args.port)
-        return "served", f"{len(app.gallery_paths)} gallery images from {app.gallery_root}"
+        quality = app.served(app.default).quality
+        scored = f"; {quality.line().replace('**', '')}" if quality is not None else ""
+        return "served", f"{len(app.gallery_paths)} gallery images from {app.gallery_root}{scored}"
 
     _timed(result, "demo", serve)
     print(format_summary(result))
@@ -392,8 +394,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-dir", type=Path, default=None, help="local hub directory (implies --hub local)")
     parser.add_argument("--no-serve", action="store_true", help="stop after publishing; do not start the demo")
     parser.add_argument("--gallery", type=Path, default=None,
-                        help="demo gallery folder (default: the hymenoptera photos of ../shared/datasets, else the "
-                             "training folder)")
+                        help="demo gallery folder (default: the held-out split of the training data, e.g. CIFAR-10's "
+                             "test images, else the training folder)")
     parser.add_argument("--max-gallery", type=int, default=None,
                         help="index at most this many gallery images (default: all)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"demo interface to bind (default: {DEFAULT_HOST})")

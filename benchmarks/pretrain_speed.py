@@ -40,6 +40,7 @@ def worker(args: argparse.Namespace) -> dict:
     from pretrain.config import build_config
     from pretrain.data import load_train_split, preprocess_of
     from pretrain.methods import build_method
+    from pretrain.modules.one_pixel_conv import use_one_pixel_convs
     from pretrain.trainer import select_device
     from zoo.backbones import create_backbone, embedding_dim
 
@@ -61,8 +62,10 @@ def worker(args: argparse.Namespace) -> dict:
     backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
     embed = embedding_dim(backbone, cfg.img_size)
     method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=n).to(dev)
-    if dev.type == "cuda" and cfg.channels_last:
+    if dev.type in ("cuda", "cpu") and cfg.channels_last:
         method.backbone.to(memory_format=torch.channels_last)
+    if dev.type == "cpu":
+        use_one_pixel_convs(method.backbone)  # as the trainer does
     if cfg.compile:
         method.backbone.compile()
     opt = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4,
@@ -78,7 +81,7 @@ def worker(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         views = [augment(b, gen) for _ in range(method.num_views)]
-        if dev.type == "cuda" and cfg.channels_last:
+        if dev.type in ("cuda", "cpu") and cfg.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
             out = method(views, idx, gen, gen)

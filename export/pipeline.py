@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from export.onnx_export import OPSET, export_onnx
 from export.quantize import MIN_CALIB_IMAGES, convert_to_ort, quantize_int8
-from export.rundata import RunData, decode_normalized, disjoint_samples, read_run
+from export.rundata import RunData, decode_normalized, disjoint_samples, plan_validation, read_run
 from export.validate import Thresholds, raise_if_failed, validate_export
 from zoo.edge import (FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, OPS_CONFIG, ORT_MODEL, VALIDATION_FILE, ModelFileError,
                       write_preprocess)
@@ -94,10 +94,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opts: Exp
     opts = opts or ExportOptions()
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "export"
+    split = plan_validation(run, opts.val_images, opts.bank_images, opts.seed)  # too few images: refused before work
     extra = _previous_build_info(out) if validate_only else build_models(run, out, opts)
-    report = validate_export(run, out, thresholds=opts.thresholds, num_val=opts.val_images,
-                             bank_size=opts.bank_images, seed=opts.seed, threads=opts.threads,
-                             measure_latency=opts.measure_latency, extra=extra)
+    report = validate_export(run, out, thresholds=opts.thresholds, seed=opts.seed, threads=opts.threads,
+                             measure_latency=opts.measure_latency, extra=extra, split=split)
     raise_if_failed(report, out)
     return report
 

@@ -3,7 +3,8 @@
 Calibration uses the run's own training files (data.json ``files``); validation
 uses the run's eval split when it has one, else held-out training files; the kNN
 bank is training images with labels (the run's files, topped up from the same
-training folder when the run used fewer than the bank size).
+training folder when the run used fewer than the bank size). A small labelled
+folder without an eval split is halved into queries and bank (`plan_validation`).
 """
 
 from __future__ import annotations
@@ -106,40 +107,123 @@ def disjoint_samples(images: datasets.ImageList, sizes: tuple[int, ...], seed: i
     return out
 
 
-def validation_split(run: RunData, num_val: int, bank_size: int, seed: int,
-                     ) -> tuple[datasets.ImageList, datasets.ImageList | None]:
-    """(queries, kNN bank): eval-split queries and training bank, or disjoint training subsets.
+# Fewest images export validation runs on: the top-10 neighbour agreement needs 11, and below this the
+# parity checks say little about a model. A labelled run without an eval split needs twice as many
+# (half queries, half kNN bank) for the kNN comparison; with fewer it gets the parity checks only.
+MIN_QUERY_IMAGES = 16
 
-    The bank is None when there are no labels (or the eval split's classes differ).
+
+class TooFewImagesError(RunNotExportableError):
+    """The run has too few images to compare the exported models with torch on."""
+
+
+@dataclass
+class ValidationSplit:
+    """The images export validation uses, and how their number was chosen (recorded in validation.json)."""
+
+    queries: datasets.ImageList
+    bank: datasets.ImageList | None  # labelled kNN bank; None when kNN cannot run (see note)
+    source: str  # "eval split" or "training images"
+    available: int  # images the queries (and, without an eval split, the bank) were drawn from
+    note: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"queries_from": self.source, "available_images": self.available, "num_queries": len(self.queries),
+                "num_bank": len(self.bank) if self.bank is not None else 0, "note": self.note}
+
+
+def plan_validation(run: RunData, num_val: int, bank_size: int, seed: int) -> ValidationSplit:
+    """Queries and kNN bank for any folder size and layout.
+
+    With a labelled eval split: up to `num_val` eval images as queries, a bank of
+    training images. Without one, queries and bank are disjoint sets of the labelled
+    training images: the bank gets up to `bank_size` of them but at most half, the
+    queries up to `num_val` of the rest (a folder of 60 photos: 30 and 30; the
+    default 2000 + 2000 from 10,000 images). Unlabelled runs get queries only.
+    Raises TooFewImagesError when there are fewer than MIN_QUERY_IMAGES images.
     """
     if run.eval_spec:
-        queries = sample(datasets.resolve(run.eval_spec), num_val, seed)
-        bank = _bank(run, bank_size, seed, exclude=set())
-        if bank is not None and queries.classes != bank.classes:
-            log.warning("eval split %s has other classes than training: no kNN", run.eval_spec)
-            bank = None
-        return (queries if bank is not None else _unlabelled(queries)), bank
+        return _eval_split_plan(run, num_val, bank_size, seed)
+    full = None
+    if run.labelled and bank_size > 0:  # list the training folder only when the run's own files are too few
+        full = run.train if len(run.train) >= num_val + bank_size else _labelled_folder(run)
+    available = len(full) if full is not None else len(run.train)
+    if full is not None and available >= 2 * MIN_QUERY_IMAGES:
+        bank_share = min(bank_size, available // 2)
+        queries = sample(run.train, min(num_val, available - bank_share), seed)
+        require_images(len(queries), run.train.root)
+        bank = _bank(run, bank_share, seed, exclude=set(queries.paths), full=full)
+        note = (f"{len(queries)} training images as queries and a disjoint kNN bank of {len(bank)}, of "
+                f"{available} labelled training images")
+        return ValidationSplit(queries, bank, "training images", available, note)
+    if not run.labelled:
+        note = "no labels: parity checks only, no kNN"
+    elif bank_size <= 0:
+        note = "no kNN bank asked for"
+    else:
+        note = (f"only {available} labelled images: too few for disjoint kNN queries and bank (needs "
+                f"{2 * MIN_QUERY_IMAGES}); parity checks only")
     queries = sample(run.train, num_val, seed)
-    bank = _bank(run, bank_size, seed, exclude=set(queries.paths)) if run.labelled else None
-    return queries, bank
+    require_images(len(queries), run.train.root)
+    return ValidationSplit(queries, None, "training images", available, note)
+
+
+def validation_split(run: RunData, num_val: int, bank_size: int, seed: int,
+                     ) -> tuple[datasets.ImageList, datasets.ImageList | None]:
+    """(queries, kNN bank) of `plan_validation`, for callers that need only the images."""
+    plan = plan_validation(run, num_val, bank_size, seed)
+    return plan.queries, plan.bank
+
+
+def require_images(count: int, where: Path | str) -> None:
+    """TooFewImagesError unless `count` images are enough to validate an export on."""
+    if count < MIN_QUERY_IMAGES:
+        raise TooFewImagesError(f"{where}: only {count} usable image{'s' if count != 1 else ''}; export validation "
+                                f"needs {MIN_QUERY_IMAGES} images or more to compare the exported models with torch "
+                                "(pretrain on a larger folder)")
+
+
+def _eval_split_plan(run: RunData, num_val: int, bank_size: int, seed: int) -> ValidationSplit:
+    evaluation = datasets.resolve(run.eval_spec)
+    queries = sample(evaluation, num_val, seed)
+    require_images(len(queries), evaluation.root)
+    bank = _bank(run, bank_size, seed, exclude=set()) if bank_size > 0 else None
+    note = f"{len(queries)} images of the eval split {run.eval_spec} as queries"
+    if bank is not None and queries.classes != bank.classes:
+        log.warning("eval split %s has other classes than training: no kNN", run.eval_spec)
+        bank, note = None, note + "; its classes differ from training's: no kNN"
+    elif bank is not None:
+        note += f", a bank of {len(bank)} labelled training images"
+    return ValidationSplit(queries if bank is not None else _unlabelled(queries), bank, "eval split", len(evaluation),
+                           note)
 
 
 def _unlabelled(images: datasets.ImageList) -> datasets.ImageList:
     return datasets.ImageList(images.spec, images.root, images.paths)
 
 
-def _bank(run: RunData, size: int, seed: int, exclude: set[Path]) -> datasets.ImageList | None:
-    """Labelled training images: the run's own files first, then others from the same folder."""
+def _labelled_folder(run: RunData) -> datasets.ImageList:
+    """Every labelled image a bank may draw from: the run's training folder (the run's own files when the
+    folder's classes differ from the run's)."""
+    full = _full_train_split(run.train.root, run.train.spec)
+    if full.classes != run.train.classes:
+        log.warning("%s: classes differ from the run's; kNN bank limited to the run's %d files", full.root,
+                    len(run.train))
+        return run.train
+    return full
+
+
+def _bank(run: RunData, size: int, seed: int, exclude: set[Path],
+          full: datasets.ImageList | None = None) -> datasets.ImageList | None:
+    """Labelled training images: the run's own files first, then others from the same folder (`full`,
+    listed here when not given)."""
     if not run.labelled:
         return None
     own = [i for i, p in enumerate(run.train.paths) if p not in exclude]
     bank = sample(run.train.subset(own), size, seed)
     if len(bank) >= size:
         return bank
-    full = _full_train_split(run.train.root, run.train.spec)
-    if full.classes != run.train.classes:
-        log.warning("%s: classes differ from the run's; kNN bank limited to the run's %d files", full.root, len(bank))
-        return bank
+    full = full if full is not None else _labelled_folder(run)
     taken = set(bank.paths) | exclude
     extra = sample(full.subset([i for i, p in enumerate(full.paths) if p not in taken]), size - len(bank), seed)
     return datasets.ImageList(bank.spec, bank.root, bank.paths + extra.paths, bank.labels + extra.labels,

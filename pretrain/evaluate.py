@@ -93,31 +93,69 @@ def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: to
 
 def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
                  device: str = "auto") -> dict:
-    """kNN top-1 and RankMe of a finished run's backbone; written to RUN_DIR/eval.json."""
+    """kNN top-1 and RankMe of a finished run's backbone and of its architecture at random init; RUN_DIR/eval.json."""
     import dataclasses
     import json
+    import time
     from pathlib import Path
 
     from pretrain.config import PretrainConfig
     from pretrain.data import load_knn_bank, load_split
+    from pretrain.modules.one_pixel_conv import use_one_pixel_convs
     from pretrain.trainer import select_device
     from zoo import datasets
+    from zoo.backbones import create_backbone
+    from zoo.fsutil import atomic_write_text
     from zoo.timm_files import load_backbone, preprocess_of
 
     run_dir = Path(run_dir)
+    start = time.perf_counter()
     cfg = PretrainConfig.load(run_dir / "config.yaml")
     if max_train is not None:
         cfg = dataclasses.replace(cfg, eval_max_train=max_train)
     pre = preprocess_of(run_dir / "backbone")
     dev = select_device(device)
-    backbone = load_backbone(run_dir / "backbone").to(dev)
     train_spec = data or cfg.data
+    # Decoding and embedding a large bank takes minutes on a CPU: every step says what it is doing.
+    log.info("evaluating %s on %s: loading the kNN bank from %s (at most %s images)", run_dir, dev, train_spec,
+             cfg.eval_max_train or "all")
+    backbone = load_backbone(run_dir / "backbone").to(dev)
     bank = load_knn_bank(cfg, pre, train_spec)
     test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
-    test = load_split(test_spec, pre) if test_spec and bank.labels is not None else None
+    if test_spec and bank.labels is not None:
+        log.info("loading the labelled test split %s", test_spec)
+        test = load_split(test_spec, pre)
+    else:
+        test = None
+        log.info("no labelled test split: RankMe only")
     result: dict = {"train": train_spec, "test": test_spec if test is not None else None, "k": cfg.knn_k,
                     "t": cfg.knn_t, "num_train": len(bank.images), "num_test": len(test.images) if test else 0}
-    result.update(knn_protocol(backbone, bank.images, bank.labels, test.images if test else None,
-                               test.labels if test else None, pre, cfg.knn_k, cfg.knn_t, dev))
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("embedding %d bank and %d test images, then kNN (k=%d, t=%g) and RankMe", result["num_train"],
+             result["num_test"], cfg.knn_k, cfg.knn_t)
+    def protocol(model: nn.Module) -> dict[str, float | None]:
+        if dev.type == "cpu":
+            use_one_pixel_convs(model)
+        return knn_protocol(model, bank.images, bank.labels, test.images if test else None,
+                            test.labels if test else None, pre, cfg.knn_k, cfg.knn_t, dev)
+
+    result.update(protocol(backbone))
+    # The same architecture before training, under the same protocol: what the number above is worth.
+    log.info("the same protocol for %s at random initialisation (seed %d)", architecture_of(run_dir), cfg.seed)
+    torch.manual_seed(cfg.seed)
+    baseline = protocol(create_backbone(architecture_of(run_dir)).to(dev))
+    result.update({"random_init_knn_top1": baseline["knn_top1"], "random_init_rankme": baseline["rankme"]})
+    atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
+    log.info("evaluated in %.0f s: kNN top-1 %s (random init %s), RankMe %.1f (written to %s)",
+             time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]),
+             result["rankme"], run_dir / "eval.json")
     return result
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def architecture_of(run_dir) -> str:
+    from zoo.timm_files import read_config
+
+    return read_config(run_dir / "backbone")["architecture"]

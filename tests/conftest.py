@@ -41,3 +41,18 @@ def hymenoptera_root() -> Path:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def cifar_test_200(tmp_path_factory, cifar_root) -> Path:
+    """200 CIFAR-10 test images (20 per class, linked): an eval split for tiny runs, whose end-of-run kNN
+    would otherwise embed all 10,000 test images."""
+    from zoo.datasets import resolve
+
+    test = resolve("cifar10:test")
+    root = tmp_path_factory.mktemp("cifar10-test-200")
+    for cls in test.classes:
+        (root / cls).mkdir()
+        for p in [p for p in test.paths if p.parent.name == cls][:20]:
+            (root / cls / p.name).symlink_to(p)
+    return root

@@ -100,25 +100,32 @@ def free_port() -> int:
 
 
 
+def olah_config(mirror_dir: Path, scratch: Path, port: int) -> str:
+    """olah.toml serving `mirror_dir` (a local hub) read-only and offline on 127.0.0.1:`port`."""
+    return ("[basic]\n"
+            'host = "127.0.0.1"\n'
+            f"port = {port}\n"
+            f'repos-path = "{scratch / "repos"}"\n'
+            f'mirrors-path = ["{mirror_dir}"]\n'
+            'hf-netloc = "127.0.0.1:9"\n'
+            'hf-lfs-netloc = "127.0.0.1:9"\n'
+            "[accessibility]\n"
+            "offline = true\n")
+
+
 @contextlib.contextmanager
-def olah(mirror_dir: Path, scratch: Path) -> Iterator[str]:
-    """olah serving `mirror_dir` (a local hub) read-only and offline on 127.0.0.1; yields its endpoint."""
-    port = free_port()
+def olah(mirror_dir: Path, scratch: Path, config: str | None = None, port: int | None = None) -> Iterator[str]:
+    """olah serving `mirror_dir` (a local hub) read-only and offline on 127.0.0.1; yields its endpoint.
+
+    `config` replaces the default olah.toml (`olah_config`); it must listen on `port`. olah runs in `scratch`.
+    """
+    port = port or free_port()
     scratch.mkdir(parents=True, exist_ok=True)
-    config = scratch / "olah.toml"
-    config.write_text(
-        "[basic]\n"
-        'host = "127.0.0.1"\n'
-        f"port = {port}\n"
-        f'repos-path = "{scratch / "repos"}"\n'
-        f'mirrors-path = ["{mirror_dir}"]\n'
-        'hf-netloc = "127.0.0.1:9"\n'
-        'hf-lfs-netloc = "127.0.0.1:9"\n'
-        "[accessibility]\n"
-        "offline = true\n")
+    (scratch / "olah.toml").write_text(config if config is not None else olah_config(mirror_dir, scratch, port))
     olah_cli = Path(sys.executable).with_name("olah-cli")
     log = open(scratch / "olah.log", "wb")
-    proc = subprocess.Popen([str(olah_cli), "-c", str(config)], cwd=scratch, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(olah_cli), "-c", str(scratch / "olah.toml")], cwd=scratch, stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"

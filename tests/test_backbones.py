@@ -1,5 +1,9 @@
 """Backbone factory, small stems registered with timm, timm-native files."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import timm
 import torch
 
@@ -51,3 +55,17 @@ def test_unknown_model_is_a_clear_error():
         create_backbone("resnet9000")
     with pytest.raises(ValueError, match="small stem supports"):
         create_backbone("vit_tiny_patch16_224", small_stem=True)
+
+
+def test_plain_timm_finds_small_stems_whichever_is_imported_first():
+    """`import zoo` then `import timm` (and the other order): timm.create_model knows *_smallstem by name,
+    which is what plain `timm.create_model("hf-hub:org/name")` of a published repo needs."""
+    check = ("m = timm.create_model('resnet18_smallstem', num_classes=0)\n"
+             "assert m.conv1.stride == (1, 1), m.conv1\n"
+             "assert timm.is_model('mobilenetv3_small_050_smallstem')\n"
+             "print('ok')\n")
+    orders = ("import zoo\nimport timm\n", "import timm\nimport zoo\n", "import zoo\nimport timm.models\n")
+    for imports in orders:
+        proc = subprocess.run([sys.executable, "-c", imports + check], capture_output=True, text=True, timeout=300,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert proc.returncode == 0 and "ok" in proc.stdout, (imports, proc.stderr[-2000:])

@@ -1,7 +1,7 @@
 """A real browser: headless Chromium (selenium) loads the demo, uploads an image and sees the results.
 
-The screenshot goes to docs/demo.png (the walkthrough shows it) and to the test's
-temporary folder. Skipped only where chromium or chromedriver is missing
+Screenshots go to the test's temporary folder only (tests never write tracked files;
+docs/demo.png is taken from a real `make demo` by docs/screenshot.py). Skipped only where chromium or chromedriver is missing
 (`make browser` installs the Debian packages).
 """
 
@@ -76,8 +76,6 @@ def test_upload_an_image_and_see_the_results(browser, served, gallery, tmp_path)
 
     shot = tmp_path / "demo.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-    (ROOT / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(shot, ROOT / "docs" / "demo.png")
 
     # The embedding tab: size and norm of the query's embedding, and the PCA plot of the gallery.
     next(t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Embedding" in t.text).click()

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from hubutil import ROOT, fail_validation, run_embeddings, sample_images, tiny_exported_run
+from zoo.card import card_context, render_card
 from zoo.hub import (HubError, LocalHub, PublishRefused, UnknownRepoError, UnknownRevisionError, check_repo_path,
                      check_run, next_version, publish)
 from zoo.manifest import MANIFEST_NAME, ChecksumError, sha256_file
@@ -184,6 +186,56 @@ def test_tampered_files_fail_the_checksum_and_name_the_file(run, tmp_path):
     assert sha256_file(again.path / "model.safetensors") == sha256_file(run / "backbone/model.safetensors")
 
 
+# --- interrupted publishes -----------------------------------------------------------------------------
+
+# Publishes, and stops for good once every file is staged and stored in git, before the commit is made.
+STALLED_PUBLISH = """
+import sys, time
+import zoo.hub as hub
+
+write_blobs = hub.LocalHub._write_blobs
+
+def stall(*args, **kwargs):
+    write_blobs(*args, **kwargs)
+    print("STALLED", flush=True)
+    time.sleep(600)
+
+hub.LocalHub._write_blobs = stall
+hub.publish(sys.argv[1], "edgezoo/killed", hub_dir=sys.argv[2])
+"""
+
+
+def test_killed_publish_leaves_nothing_in_tmpdir_and_the_next_publish_removes_its_staging(run, tmp_path):
+    hub_dir, tmpdir = tmp_path / "hub", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_PUBLISH, str(run), str(hub_dir)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "STALLED", proc.stderr.read()[-3000:]
+        proc.kill()  # SIGKILL: no cleanup code of the publish runs
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sorted(p.name for p in tmpdir.iterdir()) == []  # nothing in TMPDIR
+    staging = hub_dir / ".staging"
+    leftovers = sorted(staging.iterdir())
+    assert len(leftovers) == 2  # the staged repository and the commit's git index, named by the dead pid
+    weights = (run / "backbone/model.safetensors").stat().st_size
+    assert sum(f.stat().st_size for d in leftovers for f in d.rglob("*") if f.is_file()) > weights
+    assert LocalHub(hub_dir).refs("edgezoo/killed") == {"branches": {}, "tags": {}}  # no half-written version
+
+    from zoo.hub import scratch_dir
+
+    with scratch_dir(staging) as live:  # a publish still running (this process): its folder stays
+        result = publish(run, "edgezoo/killed", hub_dir=hub_dir)
+        assert sorted(staging.iterdir()) == [live]
+    assert result.version == "v1" and list(staging.iterdir()) == []
+    assert LocalHub(hub_dir).refs("edgezoo/killed")["tags"] == {"v1": result.commit}
+
+
 # --- the model card -------------------------------------------------------------------------------------
 
 def _front_matter(text: str) -> dict:
@@ -192,10 +244,9 @@ def _front_matter(text: str) -> dict:
 
 
 def test_model_card_renders_real_numbers_from_the_run(run):
-    from zoo.card import card_context, render_card
 
     facts = check_run(run)
-    ctx = card_context(facts, "edgezoo/tiny", "v1")
+    ctx = card_context(facts, "edgezoo/tiny", "v1", hub="local", files={})
     text = render_card(ctx)
     m = facts.metrics
     meta = _front_matter(text)
@@ -220,12 +271,104 @@ def test_model_card_renders_real_numbers_from_the_run(run):
     own = dataclasses.replace(facts, config={**facts.config, "data": "/home/me/photos"},
                               data={"eval": {"spec": "/home/me/photos:val"}},
                               lineage=[{"repo_id": "edgezoo/base", "version": "v1"}])
-    text = render_card(card_context(own, "edgezoo/own", "v1", stats=ctx["stats"]))
+    text = render_card(card_context(own, "edgezoo/own", "v1", hub="hf", files={}, stats=ctx["stats"]))
     meta = _front_matter(text)
     assert "datasets" not in meta and "photos" in text and "/home/me" not in text
     assert meta["model-index"][0]["results"][0]["dataset"] == {"name": "photos", "type": "imagefolder",
                                                                "split": "val"}
     assert "## Lineage" in text and "edgezoo/base" in text
+
+
+def _section(card: str, title: str) -> str:
+    """The text of one `## title` section of a card."""
+    return card.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def test_card_lists_exactly_the_published_files_with_their_sizes(run, tmp_path):
+    assert (run / "export/model.ort").is_file() and (run / "export/required_operators.config").is_file()
+    hub_dir = tmp_path / "hub"
+    result = publish(run, "edgezoo/tiny", hub_dir=hub_dir)
+    hub = LocalHub(hub_dir)
+    published = set(hub.files("edgezoo/tiny", result.commit))
+    card = hub.read("edgezoo/tiny", result.commit, "README.md").decode()
+    rows = dict(re.findall(r"^\| `([^`]+)` \| ([^|]+) \|$", _section(card, "Files"), flags=re.M))
+    assert set(rows) == published
+    for path in published - {"README.md", "manifest.json"}:
+        assert rows[path] == _size(len(hub.read("edgezoo/tiny", result.commit, path))), path
+    models = dict(re.findall(r"^\| `(onnx/[^`]+)` \| ([^|]+) \|$", _section(card, "ONNX export and validation"),
+                             flags=re.M))
+    assert models == {p: rows[p] for p in ("onnx/model.onnx", "onnx/model.int8.onnx")}
+    for absent in (".ort", "required_operators.config"):  # validated in the export folder, not published
+        assert absent not in card.replace("ort_format", ""), absent
+
+
+def _evaluated_copy(run: Path, dest: Path) -> Path:
+    """A copy of the tiny run with a real eval.json (`edgezoo eval`)."""
+    from pretrain.evaluate import evaluate_run
+
+    own = _copy_run(run, dest)
+    evaluate_run(own, device="cpu")
+    return own
+
+
+def test_card_shows_one_headline_knn_with_its_protocol_and_labels_the_export_check(run, tmp_path):
+    from zoo.card import RANDOM_INIT_KEY
+
+    own = _evaluated_copy(run, tmp_path / "run")
+    evaluation = json.loads((own / "eval.json").read_text())
+    result = publish(own, "edgezoo/tiny", hub_dir=tmp_path / "hub")
+    hub = LocalHub(tmp_path / "hub")
+    card = hub.read("edgezoo/tiny", result.commit, "README.md").decode()
+    assert json.loads(hub.read("edgezoo/tiny", result.commit, "training/eval.json"))["num_test"] == \
+        evaluation["num_test"]
+
+    headline = f"{100 * evaluation['knn_top1']:.2f}%"
+    rows = [ln for ln in _section(card, "Evaluation").splitlines() if ln.startswith("| kNN top-1 |")]
+    assert len(rows) == 1, rows  # one headline figure
+    for protocol in (f"**{headline}**", f"k={evaluation['k']}", f"bank: {evaluation['num_train']:,} training images",
+                     f"test: {evaluation['num_test']:,} images of", "training/eval.json"):
+        assert protocol in rows[0], protocol
+    assert _front_matter(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == \
+        round(100 * evaluation["knn_top1"], 2)
+
+    # The validation kNN is there, labelled as the export check on its own (smaller) bank.
+    validation = json.loads((own / "export/validation.json").read_text())
+    check = f"PyTorch: {100 * validation['knn']['torch']:.2f}%"
+    (line,) = [ln for ln in card.splitlines() if check in ln]
+    assert "export check" in line
+    bank = validation["data"]["knn_bank"]["num_images"]
+    which = "a smaller" if bank < evaluation["num_train"] else "its own"  # the tiny run's export bank is larger
+    assert f"the export check, not the model's score: it compares the runtimes with each other on {which} bank " \
+           f"({bank:,} training images" in " ".join(card.split())
+
+    # The random-init baseline of eval.json under the same protocol; "not measured" without one.
+    random_row = next(ln for ln in card.splitlines() if "random-init" in ln)
+    measured = evaluation.get(RANDOM_INIT_KEY)
+    assert "same protocol" in random_row
+    assert (f"{100 * measured:.2f}%" if measured is not None else "not measured") in random_row
+    unmeasured = {k: v for k, v in evaluation.items() if k != RANDOM_INIT_KEY}
+    (own / "eval.json").write_text(json.dumps(unmeasured))
+    text = render_card(card_context(check_run(own), "edgezoo/tiny", "v2", hub="local", files={}))
+    assert "not measured" in next(ln for ln in text.splitlines() if "random-init" in ln)
+    (own / "eval.json").write_text(json.dumps({**evaluation, RANDOM_INIT_KEY: 0.2113, "num_train": 10000}))
+    text = render_card(card_context(check_run(own), "edgezoo/tiny", "v2", hub="local", files={}))
+    assert "21.13%" in next(ln for ln in text.splitlines() if "random-init" in ln)
+    assert "bank: 10,000 training images" in text and f"on a smaller bank ({bank:,} training" in " ".join(text.split())
+
+    # An eval.json older than the weights describes other weights: not used.
+    old = (own / "backbone/model.safetensors").stat().st_mtime - 60
+    os.utime(own / "eval.json", (old, old))
+    facts = check_run(own)
+    assert facts.evaluation is None
+    text = render_card(card_context(facts, "edgezoo/tiny", "v2", hub="local", files={}))
+    metrics = json.loads((own / "metrics.json").read_text())
+    (row,) = [ln for ln in _section(text, "Evaluation").splitlines() if ln.startswith("| kNN top-1 |")]
+    assert f"**{100 * metrics['knn_top1']:.2f}%**" in row and "size not recorded" in row
+    assert "not measured" in next(ln for ln in text.splitlines() if "random-init" in ln)
 
 
 def test_published_config_json_keeps_no_local_paths(run, tmp_path):

@@ -10,15 +10,17 @@ when it is imported. Both servers bind 127.0.0.1 and stop at the end.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hubutil import hf_env, olah, run_embeddings, run_python, sample_images, tiny_exported_run
-from zoo.hub import LocalHub
+from hubutil import free_port, hf_env, olah, run_embeddings, run_python, sample_images, tiny_exported_run
+from zoo.hub import LocalHub, publish
 
 REPO = "edgezoo/tiny-http"
 TOKEN = "hf_edgezooTestTokenNeverPrinted0123"
@@ -154,3 +156,34 @@ def test_publish_over_http_then_download_with_olah_and_offline(run, tmp_path, ci
 
     # Plain `timm.create_model("hf-hub:...", pretrained=True)` after `import timm, zoo`.
     assert not online["timm_bug"], online["timm_bug"]
+
+
+def _code_blocks(card: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", card, flags=re.S | re.M)
+
+
+def test_local_hub_card_gives_a_timm_recipe_that_works_through_olah(run, tmp_path, cifar_root):
+    """The card of a locally published model: its olah.toml, HF_ENDPOINT and plain-timm snippet, run as written
+    (only the port, the hub folder and the image are filled in), load the model from the local hub."""
+    hub_dir = tmp_path / "hub"
+    publish(run, "edgezoo/tiny-card", hub_dir=hub_dir)
+    card = LocalHub(hub_dir).read("edgezoo/tiny-card", "v1", "README.md").decode()
+    (toml,) = _code_blocks(card, "toml")
+    (bash,) = _code_blocks(card, "bash")
+    (snippet,) = [code for code in _code_blocks(card, "python") if "timm.create_model" in code]
+    basic = tomllib.loads(toml)["basic"]
+    endpoint = re.search(r"^export HF_ENDPOINT=(\S+)", bash, flags=re.M).group(1)
+    assert endpoint == f"http://{basic['host']}:{basic['port']}" and "olah-cli -c olah.toml" in bash
+    assert tomllib.loads(toml)["accessibility"]["offline"] is True
+    assert "hf-hub:edgezoo/tiny-card@v1" in snippet
+
+    port = free_port()
+    config = (toml.replace(f"port = {basic['port']}", f"port = {port}")
+              .replace(f'mirrors-path = ["{basic["mirrors-path"][0]}"]', f'mirrors-path = ["{hub_dir}"]'))
+    image = str(sample_images(cifar_root, 1)[0])
+    code = snippet.replace('"cat.jpg"', repr(image)) + "\nprint(tuple(emb.shape))\n"
+    with olah(hub_dir, tmp_path / "olah", config=config, port=port) as served:
+        assert served == endpoint.replace(str(basic["port"]), str(port))
+        out = run_python(code, hf_env(served, tmp_path / "hf-home", EDGEZOO_HUB=str(tmp_path / "no-local-hub")))
+    embed_dim = json.loads((run / "metrics.json").read_text())["embed_dim"]
+    assert out.strip().splitlines()[-1] == str((1, embed_dim))

@@ -1,16 +1,17 @@
 """edgezoo's core: backbone registry, timm-native files, hub I/O, model cards,
 `from_pretrained`, the edge runtime and the retrieval index.
 
-Imports without torch (edge installs). If timm is already imported, the
-project's architectures (``*_smallstem``) are registered with it so plain
-``timm.create_model("hf-hub:org/name", pretrained=True)`` works after
-``import timm, zoo``.
+Imports without torch (edge installs). The project's architectures
+(``*_smallstem``) are registered with timm (at once if timm is imported, else
+when it gets imported), so plain ``timm.create_model("hf-hub:org/name",
+pretrained=True)`` works after ``import zoo`` and ``import timm`` in either order.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
+
+from zoo.backbones import register_with_timm
 
 __version__ = "0.1.0"
 
@@ -27,7 +28,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
-if "timm" in sys.modules:  # registering needs timm (and torch): only when the caller already has them
-    from zoo.backbones import register_timm_archs
-
-    register_timm_archs()
+register_with_timm()  # the *_smallstem architectures: now if timm is imported, else when it is

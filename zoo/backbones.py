@@ -5,16 +5,19 @@ pooled embedding). For small inputs (32 px CIFAR) the ``*_smallstem`` variants
 replace the stride-2 stem with a 3x3 stride-1 conv and drop the max-pool; they
 are registered with timm's own ``register_model`` so that plain
 ``timm.create_model("resnet18_smallstem")`` and ``hf-hub:`` loading re-create the
-architecture by name (after ``zoo.backbones.register_timm_archs()``, which
-``import zoo`` runs when timm is already imported).
+architecture by name: ``import zoo`` registers them with timm, right away when
+timm is already imported, else the moment timm is imported (either order works).
 
 torch and timm are imported lazily: ``zoo`` itself must import without them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -102,6 +105,64 @@ def register_timm_archs() -> list[str]:
             register_model(_small_stem_entrypoint(base))
         names.append(name)
     return names
+
+
+class _RegisterAfterExec:
+    """timm's own loader, which registers the small-stem variants once timm's import has finished."""
+
+    def __init__(self, loader: Any, hook: "_RegisterOnTimmImport") -> None:
+        self._loader, self._hook = loader, hook
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._hook)  # one shot: timm is in sys.modules from now on
+        try:
+            register_timm_archs()
+        except Exception as exc:  # noqa: BLE001 - never break the caller's `import timm`
+            log.warning("could not register edgezoo's *%s architectures with timm: %s", SMALL_STEM_SUFFIX, exc)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...: timm's loader answers
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._loader, name)
+
+
+class _RegisterOnTimmImport:
+    """A sys.meta_path entry that finds nothing itself: it wraps the loader that imports timm (see above)."""
+
+    def __init__(self) -> None:
+        self._searching = False
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: Any = None) -> Any:
+        if fullname != "timm" or self._searching:
+            return None
+        self._searching = True  # the search below asks sys.meta_path again, this finder included
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching = False
+        if spec is None or spec.loader is None:
+            return None  # timm is not installed: the import fails as it would without edgezoo
+        spec.loader = _RegisterAfterExec(spec.loader, self)
+        return spec
+
+
+def register_with_timm() -> None:
+    """Register the small-stem variants with timm now if it is imported, else when it gets imported.
+
+    ``import zoo`` calls this, so plain ``timm.create_model("hf-hub:org/name")`` finds
+    ``*_smallstem`` whether timm or zoo was imported first, while zoo itself never imports
+    timm (edge installs have no torch).
+    """
+    if "timm" in sys.modules:
+        if sys.modules["timm"] is not None:  # None: the caller has blocked timm on purpose
+            register_timm_archs()
+    elif not any(isinstance(f, _RegisterOnTimmImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnTimmImport())
 
 
 def create_backbone(name: str, *, small_stem: bool = False, **kwargs: Any) -> "torch.nn.Module":

@@ -1,9 +1,10 @@
 """Model cards: README.md of a published repo, rendered from the run's own files.
 
-Every number on the card is read from RUN_DIR (metrics.json, log.csv,
-config.yaml, backbone/config.json, export/validation.json) or measured from the
-weights at publish time (parameters; GMACs when torch is installed), never typed
-by hand. The YAML metadata is produced with a YAML dumper, not templated, so
+Every number on the card is read from RUN_DIR (metrics.json, eval.json, log.csv,
+config.yaml, backbone/config.json, export/validation.json), measured from the
+weights at publish time (parameters; GMACs when torch is installed) or from the
+staged repository (the files and their sizes: exactly what is published), never
+typed by hand. The YAML metadata is produced with a YAML dumper, not templated, so
 quoting is always valid; the prose lives in ``model_cards/template.md.j2``.
 """
 
@@ -14,7 +15,7 @@ import logging
 import math
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from zoo.errors import EdgezooError
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 CURVE_NAME = "training_curve.png"
 # A link to model_cards/template.md.j2 (the copy reviewers edit), so installed wheels carry the template too.
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
+# eval.json's kNN top-1 of the randomly initialised network of the same architecture, under the same
+# protocol (bank, test set, k, t): the baseline the headline kNN is read against.
+RANDOM_INIT_KEY = "random_init_knn_top1"
 # Named sources that are Hub datasets: (Hub dataset id, display name). A user's folder has no id.
 HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10")}
 CITATIONS = {
@@ -226,7 +230,7 @@ def onnx_summary(validation: dict[str, Any]) -> dict[str, Any]:
         "agreement": [(key, fp32.get(key), int8.get(key)) for key in dict.fromkeys([*fp32, *int8])
                       if not key.endswith("_raw")],
         "knn": v.get("knn") or {},
-        "sizes": {k: n for k, n in (v.get("sizes") or {}).items() if isinstance(n, (int, float))},
+        "knn_bank": ((v.get("data") or {}).get("knn_bank") or {}).get("num_images"),
         "latency": _latency_rows(v.get("latency_ms") or v.get("latency") or {}),
     }
 
@@ -243,8 +247,27 @@ def lineage_table(lineage: Any) -> dict[str, Any] | None:
     return {"columns": columns, "rows": [[step.get(c) for c in columns] for step in steps]}
 
 
+def knn_headline(run: "RunFiles") -> dict[str, Any]:
+    """The card's one kNN figure and its protocol: `edgezoo eval`'s (eval.json) when the run has a current
+    one, else training's last evaluation (metrics.json, whose test-set size is not recorded).
+
+    The random-init baseline is shown only from eval.json, where it is measured under the same protocol.
+    """
+    ev, m, cfg = run.evaluation or {}, run.metrics, run.config
+    if ev.get("knn_top1") is not None:
+        hub_id, name, split = _named_source(ev.get("test"))
+        return {"top1": ev["knn_top1"], "k": ev.get("k"), "t": ev.get("t"), "bank": ev.get("num_train"),
+                "test": ev.get("num_test"), "rankme": ev.get("rankme", m.get("rankme")), "source": "training/eval.json",
+                "random_init": ev.get(RANDOM_INIT_KEY), "dataset": {"hub_id": hub_id, "name": name, "split": split}}
+    data = dataset_info(cfg, run.data)
+    return {"top1": m.get("knn_top1"), "k": cfg.get("knn_k"), "t": cfg.get("knn_t"),
+            "bank": m.get("knn_bank") or cfg.get("eval_max_train"), "test": None, "rankme": m.get("rankme"),
+            "source": "training/metrics.json", "random_init": None,
+            "dataset": {"hub_id": data["eval_hub_id"], "name": data["eval_name"], "split": data["eval_split"]}}
+
+
 def _metadata(ctx: dict[str, Any]) -> dict[str, Any]:
-    m, data = ctx["metrics"], ctx["data"]
+    m, data, knn = ctx["metrics"], ctx["data"], ctx["knn"]
     meta: dict[str, Any] = {
         "library_name": "timm",
         "pipeline_tag": "image-feature-extraction",
@@ -254,24 +277,29 @@ def _metadata(ctx: dict[str, Any]) -> dict[str, Any]:
     }
     if data["hub_id"]:
         meta["datasets"] = [data["hub_id"]]
-    if m.get("knn_top1") is not None and data["eval_name"]:
-        dataset: dict[str, Any] = {"name": data["eval_name"], "type": data["eval_hub_id"] or "imagefolder"}
-        if data["eval_split"]:
-            dataset["split"] = data["eval_split"]
+    evaluated_on = knn["dataset"]
+    if knn["top1"] is not None and evaluated_on["name"]:
+        dataset: dict[str, Any] = {"name": evaluated_on["name"], "type": evaluated_on["hub_id"] or "imagefolder"}
+        if evaluated_on["split"]:
+            dataset["split"] = evaluated_on["split"]
         meta["model-index"] = [{
             "name": ctx["repo_id"],
             "results": [{
-                "task": {"type": "image-feature-extraction", "name": f"kNN classification (k={ctx['knn_k']})"},
+                "task": {"type": "image-feature-extraction", "name": f"kNN classification (k={knn['k']})"},
                 "dataset": dataset,
-                "metrics": [{"type": "accuracy", "name": "kNN top-1", "value": round(100 * m["knn_top1"], 2)}],
+                "metrics": [{"type": "accuracy", "name": "kNN top-1", "value": round(100 * knn["top1"], 2)}],
             }],
         }]
     return meta
 
 
-def card_context(run: "RunFiles", repo_id: str, version: str, *, files: Iterable[str] = (),
+def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files: Mapping[str, int],
                  stats: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the template shows, from the run's files (and `stats`, measured when not given)."""
+    """Everything the template shows, from the run's files (and `stats`, measured when not given).
+
+    `files` maps every published path (as staged, the card and manifest aside) to its size: the card lists
+    exactly these, not what the export folder holds. `hub` ("local" or "hf") picks the plain-timm recipe.
+    """
     import yaml
 
     from zoo.hub import public_json
@@ -286,11 +314,11 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, files: Iterable
         "recipe": (config.get("extra") or {}).get("recipe"),
         "architecture": cfg["architecture"], "embed_dim": cfg["embed_dim"], "pretrained_cfg": pcfg,
         "license": pcfg.get("license", "apache-2.0"), "stats": stats,
-        "data": dataset_info(run.config, run.data), "knn_k": run.config.get("knn_k"),
-        "knn_t": run.config.get("knn_t"),
-        "knn_bank": m.get("knn_bank") or run.config.get("eval_max_train"),
+        "data": dataset_info(run.config, run.data), "knn": knn_headline(run), "hub": hub,
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
-        "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage), "files": sorted(set(files)),
+        "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage),
+        "files": dict(sorted(files.items())),
+        "onnx_files": {f: n for f, n in sorted(files.items()) if f.startswith("onnx/") and f.endswith(".onnx")},
         "curve": CURVE_NAME, "method_name": method_name(m["method"], config),
         "citation": CITATIONS.get(m["method"]), "method_citation": CITATIONS["effssl"],
     }

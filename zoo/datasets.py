@@ -171,7 +171,8 @@ def _cache_key(paths: Sequence[Path], resize: int, crop: int, interpolation: str
     h = hashlib.sha256(f"v1|{resize}|{crop}|{interpolation}".encode())
     for p in paths:
         st = p.stat()
-        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        # os.fsencode: the name's own bytes, also when they are not UTF-8 (str.encode() refuses those)
+        h.update(b"|" + os.fsencode(p.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
 
@@ -188,10 +189,12 @@ def decode(images: ImageList, resize: int, crop: int, interpolation: str = "bicu
     if use_cache and cache.is_file():
         with np.load(cache) as z:
             arr, kept = z["images"], z["kept"].tolist()
+        log.debug("%d images of %s: decoded earlier (%s)", len(kept), images.root, cache)
         return arr, images.subset(kept)
     skip = SkipReport()
     interp = interpolation_from_name(interpolation)
     workers = workers or max(1, min(8, os.cpu_count() or 1))
+    log.info("decoding %d images of %s at %d px (%d threads)", len(images), images.root, resize, workers)
     chunks = [list(range(i, min(i + 512, len(images)), 1)) for i in range(0, len(images), 512)]
 
     def work(chunk: list[int]) -> tuple[np.ndarray, list[int], SkipReport]:

@@ -1,7 +1,9 @@
-"""Atomic file writes: a temp file beside the target, then a rename (an interrupt never leaves half a file)."""
+"""File-system helpers: atomic writes (a temp file beside the target, then a rename: an interrupt never
+leaves half a file), and file names that are not valid UTF-8 made safe for libraries that need text."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -24,3 +26,46 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+# --- file names that are not valid UTF-8 ------------------------------------------------------------------
+# On POSIX a file name is bytes; Python decodes the bytes that are not UTF-8 (e.g. Latin-1 b'caf\xe9.jpg')
+# as lone surrogates ('caf\udce9.jpg'), which str.encode() and UTF-8-only libraries (gradio, orjson) refuse.
+# Hash a path with os.fsencode(path), show it with printable_name, hand it to such a library as utf8_path.
+
+def is_utf8(text: str | os.PathLike[str]) -> bool:
+    """Whether a path or name is valid UTF-8 text (no undecodable file-name bytes)."""
+    try:
+        os.fspath(text).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(name: str | os.PathLike[str]) -> str:
+    """A path or name as text any UTF-8 consumer accepts (JSON, HTML, captions): undecodable bytes as \\xNN.
+
+    Valid names are returned unchanged.
+    """
+    text = os.fspath(name)
+    return text if is_utf8(text) else os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def utf8_path(path: Path, alias_dir: Path) -> Path:
+    """`path`, or where it is not valid UTF-8, a symlink to it in `alias_dir` whose name is.
+
+    For libraries that encode file paths as UTF-8 (gradio copies a gallery image under its own name): they
+    get a path they can handle and read the same file, which stays where it is. The alias is named by a hash
+    of the path, so every process and call reuses the same one.
+    """
+    if is_utf8(path):
+        return path
+    suffix = path.suffix if is_utf8(path.suffix) else ""
+    alias = alias_dir / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:24]}{suffix}"
+    if not alias.is_symlink():
+        alias_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            alias.symlink_to(path.absolute())
+        except FileExistsError:  # another process made the same alias
+            pass
+    return alias

@@ -5,9 +5,11 @@ A local hub is a directory of bare git repositories, ``<root>/models/<org>/<name
 layout olah serves read-only as a Hub-compatible mirror (its ``mirrors-path``),
 so one machine publishes and an offline fleet downloads with the ordinary
 huggingface_hub client. Everything goes through the git CLI: commits are built
-with plumbing on a temporary index, and the branch and the version tag move in
+with plumbing on a private index, and the branch and the version tag move in
 one ref transaction, so an interrupted publish never leaves a half-written
-version and a concurrent one cannot overwrite it.
+version and a concurrent one cannot overwrite it. Publishes stage files in the
+hub's ``.staging/`` (not TMPDIR), in folders named by host and pid, so the
+next publish removes what a killed one left (`scratch_dir`).
 
 Which hub: ``--hub`` if given; a ``--hub-dir`` means the local hub; otherwise the
 Hugging Face Hub when HF_ENDPOINT or a token is configured, else the local hub
@@ -20,12 +22,15 @@ import json
 import logging
 import os
 import re
+import secrets
+import shutil
+import socket
 import subprocess
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from zoo.errors import EdgezooError
 
@@ -38,6 +43,8 @@ REPO_ID_RE = re.compile(rf"^{_NAME}/{_NAME}$")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSION_RE = re.compile(r"^v(\d+)$")
 _GIT_IDENTITY = ("-c", "user.name=edgezoo", "-c", "user.email=edgezoo@localhost")
+STAGING_DIR = ".staging"  # <local hub>/.staging: scratch of publishes and commits (olah serves only models/)
+_SCRATCH_RE = re.compile(r"^edgezoo-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 class HubError(EdgezooError):
@@ -126,6 +133,55 @@ def choose_hub(hub: str | None = None, hub_dir: str | Path | None = None) -> str
     return "hf" if os.environ.get("HF_ENDPOINT") or hf_token() else "local"
 
 
+# --- scratch folders that outlive a killed process only until the next one -----------------------------
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_dead_scratch(parent: Path) -> list[Path]:
+    """Remove the scratch folders in `parent` whose owner (a process on this host) is gone; returns them.
+
+    Folders of other hosts (a hub on shared storage) and of live processes are left alone.
+    """
+    removed = []
+    for path in parent.glob("edgezoo-*") if parent.is_dir() else ():
+        match = _SCRATCH_RE.match(path.name)
+        if match and match["host"] == _host() and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d scratch folder(s) left in %s by killed processes", len(removed), parent)
+    return removed
+
+
+@contextmanager
+def scratch_dir(parent: Path) -> Iterator[Path]:
+    """A private folder ``parent/edgezoo-<host>-<pid>-<token>``, removed on exit.
+
+    A process killed with SIGKILL cannot clean up after itself; its folder is named by its
+    host and pid so that the next user of `parent` finds and removes it (`remove_dead_scratch`).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_scratch(parent)
+    path = parent / f"edgezoo-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 # --- the local hub: bare git repositories ---------------------------------------------------------------
 
 class LocalHub:
@@ -142,6 +198,11 @@ class LocalHub:
 
     def exists(self, repo_id: str) -> bool:
         return (self.repo_dir(repo_id) / "HEAD").is_file()
+
+    @property
+    def staging(self) -> Path:
+        """Where publishes and commits stage files (beside the repositories, cleaned by the next one)."""
+        return self.root / STAGING_DIR
 
     def _git(self, repo_id: str, *args: str, stdin: bytes | None = None,
              env: Mapping[str, str] | None = None) -> bytes:
@@ -212,8 +273,9 @@ class LocalHub:
         """Write the files of `commit` (or only `paths`) under `dest`."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="edgezoo-git-") as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        # The index lives beside `dest` (a reader may not write to the hub): never left in TMPDIR.
+        with scratch_dir(dest.parent) as tmp:
+            env = {"GIT_INDEX_FILE": str(tmp / "index")}
             self._git(repo_id, "read-tree", commit, env=env)
             wanted = ["-a"] if paths is None else ["--", *(check_repo_path(p) for p in paths)]
             self._git(repo_id, f"--work-tree={dest}", "checkout-index", "-f", *wanted, env=env)
@@ -246,10 +308,10 @@ class LocalHub:
         for gone in deletes:
             gone = check_repo_path(gone.rstrip("/"))
             entries = {p: e for p, e in entries.items() if p != gone and not p.startswith(gone + "/")}
-        with tempfile.TemporaryDirectory(prefix="edgezoo-git-") as tmp:
-            entries.update(self._write_blobs(repo_id, files, Path(tmp)))
+        with scratch_dir(self.staging) as tmp:
+            entries.update(self._write_blobs(repo_id, files, tmp))
             index = "".join(f"{mode} {sha}\t{path}\0" for path, (mode, sha) in sorted(entries.items()))
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            env = {"GIT_INDEX_FILE": str(tmp / "index")}
             self._git(repo_id, "update-index", "--add", "-z", "--index-info", stdin=index.encode(), env=env)
             tree = self._git(repo_id, "write-tree", env=env).decode().strip()
         text = message if not description else f"{message}\n\n{description}"
@@ -391,6 +453,7 @@ class RunFiles:
     log_rows: list[dict[str, str]]
     data: dict[str, Any]
     lineage: Any = None
+    evaluation: dict[str, Any] | None = None  # eval.json (`edgezoo eval`), when not older than the weights
 
     @property
     def backbone(self) -> Path:
@@ -423,6 +486,7 @@ REQUIRED_FILES = {
     "training/metrics.json": "metrics.json",
 }
 _OPTIONAL_FILES = {"onnx/preprocess.json": "export/preprocess.json", "lineage.json": "lineage.json"}
+EVAL_FILE = "training/eval.json"  # the run's eval.json (`edgezoo eval`), when it describes these weights
 # A local path in a published config or report: only its last component is published.
 _LOCAL_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
@@ -500,7 +564,20 @@ def check_run(run_dir: str | Path) -> RunFiles:
     return RunFiles(run_dir=run_dir, config=yaml.safe_load((run_dir / "config.yaml").read_text()) or {},
                     metrics=metrics, backbone_config=backbone_config, validation=validation, log_rows=log_rows,
                     data=_read_json(data_json, run_dir) if data_json.is_file() else {},
-                    lineage=_read_json(lineage, run_dir) if lineage.is_file() else None)
+                    lineage=_read_json(lineage, run_dir) if lineage.is_file() else None,
+                    evaluation=_fresh_evaluation(run_dir, weights_mtime))
+
+
+def _fresh_evaluation(run_dir: Path, weights_mtime: int) -> dict[str, Any] | None:
+    """eval.json, unless it is missing or older than the weights (it would describe other weights)."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return None
+    if path.stat().st_mtime_ns < weights_mtime:
+        log.warning("%s is older than backbone/model.safetensors: not used (re-run `edgezoo eval %s`)", path,
+                    run_dir)
+        return None
+    return _read_json(path, run_dir)
 
 
 def public_path(value: str) -> str:
@@ -523,10 +600,11 @@ def public_json(value: Any) -> Any:
     return public_path(value) if isinstance(value, str) else value
 
 
-def stage_repo(run: RunFiles, repo_id: str, version: str, dest: str | Path) -> Path:
-    """Write the complete repository for `version` into `dest` (manifest.json last)."""
-    import shutil
+def stage_repo(run: RunFiles, repo_id: str, version: str, dest: str | Path, *, hub: str) -> Path:
+    """Write the complete repository for `version` into `dest` (the card from the staged files, manifest.json last).
 
+    `hub` ("local" or "hf") is where it is published: the card's plain-timm snippet depends on it.
+    """
     import yaml
 
     from zoo import card
@@ -541,9 +619,12 @@ def stage_repo(run: RunFiles, repo_id: str, version: str, dest: str | Path) -> P
                        ("lineage.json", run.lineage)):
         if value is not None and public_json(value) != value:  # same layout as the stages write
             (dest / rel).write_text(json.dumps(public_json(value), indent=2) + "\n")
+    if run.evaluation is not None:
+        (dest / EVAL_FILE).write_text(json.dumps(public_json(run.evaluation), indent=2) + "\n")
     (dest / "training/config.yaml").write_text(yaml.safe_dump(public_json(run.config), sort_keys=False))
     card.plot_training_curve(run.log_rows, dest / card.CURVE_NAME, title=f"{repo_id} {version}")
-    context = card.card_context(run, repo_id, version, files=sorted(sources) + ["training/config.yaml"])
+    published = {rel: p.stat().st_size for rel, p in _repo_size(dest)[0].items()}  # what the card lists
+    context = card.card_context(run, repo_id, version, hub=hub, files=published)
     (dest / "README.md").write_text(card.render_card(context))
     write_manifest(dest, repo_id=repo_id, version=version)
     return dest
@@ -571,14 +652,21 @@ def _publish_local(run: RunFiles, repo_id: str, version: str | None, hub_dir: st
     if hub.create(repo_id):
         log.info("created %s in the local hub %s", repo_id, hub.root)
     version = _pick_version(version, hub.refs(repo_id)["tags"], repo_id)
-    with tempfile.TemporaryDirectory(prefix="edgezoo-publish-") as tmp:
-        staged = stage_repo(run, repo_id, version, Path(tmp) / "repo")
+    with scratch_dir(hub.staging) as tmp:
+        staged = stage_repo(run, repo_id, version, tmp / "repo", hub="local")
         files, size = _repo_size(staged)
         try:
             sha = hub.commit(repo_id, files, message=f"{message} {version}", replace=True, tag=version)
         except RefExistsError as exc:
             raise PublishRefused(f"{repo_id}: version {version} was published meanwhile ({exc})") from exc
     return PublishResult(repo_id, version, sha, "local", str(hub.repo_dir(repo_id)), len(files), size)
+
+
+def hf_staging_dir() -> Path:
+    """Where publishes to the Hugging Face Hub stage the repository: ``<edgezoo cache>/staging``."""
+    from zoo.datasets import cache_dir
+
+    return cache_dir() / "staging"
 
 
 def _publish_hf(run: RunFiles, repo_id: str, version: str | None, message: str) -> PublishResult:
@@ -588,8 +676,8 @@ def _publish_hf(run: RunFiles, repo_id: str, version: str | None, message: str) 
     try:
         api.create_repo(repo_id, repo_type="model", exist_ok=True)
         version = _pick_version(version, [t.name for t in api.list_repo_refs(repo_id).tags], repo_id)
-        with tempfile.TemporaryDirectory(prefix="edgezoo-publish-") as tmp:
-            staged = stage_repo(run, repo_id, version, Path(tmp) / "repo")
+        with scratch_dir(hf_staging_dir()) as tmp:
+            staged = stage_repo(run, repo_id, version, tmp / "repo", hub="hf")
             files, size = _repo_size(staged)
             info = api.upload_folder(repo_id=repo_id, folder_path=staged, repo_type="model",
                                      commit_message=f"{message} {version}")

@@ -175,7 +175,7 @@ def file_list(root: Path, paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 def index_stem(index_dir: str | Path, root: str | Path, model_name: str) -> Path:
     """One index per (gallery folder, model name): switching models back and forth never rebuilds."""
-    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(os.fsencode(Path(root).resolve())).hexdigest()[:12]  # also for non-UTF-8 names
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_.")[-80:] or "model"
     return Path(index_dir) / f"{Path(root).resolve().name}-{digest}" / slug
 

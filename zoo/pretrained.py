@@ -10,11 +10,13 @@ weights are read from safetensors or ONNX only, never unpickled.
 Backends: "torch" (timm + zoo.timm_files.load_backbone, ``.model`` is the
 module), "onnx" (zoo.edge.EdgeEmbedder, never imports torch) and "auto" (torch
 when it is installed, else onnx). Both preprocess with zoo.preprocess.Preprocess
-from the repo's config.json, so they embed the same pixels.
+from the repo's config.json, so they embed the same pixels. ``variant="int8"`` is
+an ONNX model: "auto" then loads it with onnx, and "torch" refuses it (VariantError).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import logging
@@ -24,8 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from zoo.hub import (DEFAULT_BRANCH, HubError, LocalHub, UnknownRepoError, UnknownRevisionError, check_repo_id,
-                     hf_errors_to_hub_errors, local_hub_dir)
+from zoo.hub import (DEFAULT_BRANCH, HubError, LocalHub, OfflineError, UnknownRepoError, UnknownRevisionError,
+                     check_repo_id, choose_hub, hf_errors_to_hub_errors, local_hub_dir)
 from zoo.manifest import MANIFEST_NAME, ChecksumError, read_manifest, verify_folder
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
@@ -123,7 +125,22 @@ def fetch(repo_id: str, files: Sequence[str], revision: str | None = None, *, op
     if hub == "local" or (hub is None and local.exists(repo_id)):
         local.require(repo_id)
         return _fetch_local(local, repo_id, revision, files, optional)
-    return _fetch_hf(repo_id, revision, files, optional)
+    try:
+        return _fetch_hf(repo_id, revision, files, optional)
+    except OfflineError as exc:
+        if hub is None and choose_hub(None, hub_dir) == "local":
+            # The local hub is this machine's hub and lacks the repo; the Hub was only a fallback, and
+            # "download it once while online" would send a typo looking for a network.
+            raise _not_in_local_hub(local, repo_id) from exc
+        raise
+
+
+def _not_in_local_hub(local: LocalHub, repo_id: str) -> UnknownRepoError:
+    """A repo that neither the local hub nor the Hugging Face cache has (and the Hub cannot be asked)."""
+    close = difflib.get_close_matches(repo_id, local.list_repos(), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return UnknownRepoError(f"{repo_id}: no such repository in the local hub {local.root}{hint}; not in the "
+                            "Hugging Face cache either, and the Hub cannot be reached to look there")
 
 
 # --- embedders ------------------------------------------------------------------------------------------
@@ -132,12 +149,29 @@ class TorchEmbedder:
     """The timm backbone in eval mode, fed by the shared numpy preprocessing."""
 
     def __init__(self, folder: str | Path, device: str = "cpu") -> None:
-        from zoo.timm_files import load_backbone, preprocess_of
+        from zoo.timm_files import load_backbone, read_config
+
+        self._set(load_backbone(folder), read_config(folder), device)
+
+    @classmethod
+    def random_init(cls, config: dict[str, Any], seed: int = 0, device: str = "cpu") -> "TorchEmbedder":
+        """The config's architecture at random initialisation: the baseline a trained model must beat."""
+        import torch
+
+        from zoo.backbones import create_backbone
+
+        torch.manual_seed(seed)
+        embedder = cls.__new__(cls)
+        embedder._set(create_backbone(config["architecture"]).eval(), config, device)
+        return embedder
+
+    def _set(self, model: Any, config: dict[str, Any], device: str) -> None:
+        from zoo.timm_files import preprocess_of
 
         self.device = device
-        self.model = load_backbone(folder).to(device)
-        self.preprocess = preprocess_of(folder)
-        self.dim = int(json.loads((Path(folder) / "config.json").read_text())["embed_dim"])
+        self.model = model.to(device)
+        self.preprocess = preprocess_of(config)
+        self.dim = int(config["embed_dim"])
 
     def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of images, paths or uint8 arrays (or one of them)."""
@@ -197,19 +231,27 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
 
 
-def _choose_backend(backend: str) -> str:
+class VariantError(HubError, ValueError):
+    """A variant the chosen backend does not have (int8 exists only as an ONNX model)."""
+
+
+def _choose_backend(backend: str, variant: str = "fp32") -> str:
+    """The backend to load with; an explicit one must have `variant` (it is never silently ignored)."""
     if backend not in BACKENDS:
         raise HubError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if variant not in ONNX_VARIANTS:
+        raise VariantError(f"unknown variant {variant!r}: expected one of {', '.join(ONNX_VARIANTS)}")
     if backend == "auto":
-        return "torch" if _torch_available() else "onnx"
+        return "torch" if variant == "fp32" and _torch_available() else "onnx"  # int8 is ONNX only
+    if backend == "torch" and variant != "fp32":
+        raise VariantError(f"variant {variant!r} is an ONNX model: load it with backend=\"onnx\" (the torch "
+                           "backend has the fp32 weights only)")
     return backend
 
 
 def _needed_files(backend: str, variant: str) -> list[str]:
     if backend == "torch":
         return list(TORCH_FILES)
-    if variant not in ONNX_VARIANTS:
-        raise HubError(f"unknown ONNX variant {variant!r}: expected one of {', '.join(ONNX_VARIANTS)}")
     return ["config.json", ONNX_VARIANTS[variant]]
 
 
@@ -217,7 +259,7 @@ def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "a
                     hub: str | None = None, hub_dir: str | Path | None = None, device: str = "cpu",
                     providers: Iterable[str] | None = None) -> PretrainedModel:
     """Load a published edgezoo model (see the module docstring for where from and how)."""
-    backend = _choose_backend(backend)
+    backend = _choose_backend(backend, variant)
     files = _needed_files(backend, variant)
     # The ONNX runtime may read preprocess.json beside the model: fetched and verified like the rest.
     optional = ["onnx/preprocess.json"] if backend == "onnx" else []
