@@ -114,7 +114,8 @@ def stage_pretrain(args: argparse.Namespace, run_dir: Path) -> tuple[str, str]:
     Trainer(cfg, run_dir, resume=plan == "resume", progress=not args.no_progress).fit()
     if plan == "resume":
         return "resumed", "continued from checkpoint.pt"
-    return "ran", f"{cfg.model}, {cfg.epochs} epochs"
+    epochs = json.loads((run_dir / "metrics.json").read_text()).get("epochs")
+    return "ran", f"{cfg.model}, {epochs} epochs" + (f" (time budget {cfg.time_budget:.0f} s)" if cfg.time_budget else "")
 
 
 # --- evaluate -------------------------------------------------------------------------------------------

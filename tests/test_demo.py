@@ -147,6 +147,8 @@ def test_model_picker_offers_local_runs_and_the_zoo_and_switches(served, run, ga
     client = Client(url, verbose=False, download_files=False, analytics_enabled=False)  # its own session
     status = client.predict(str(run), api_name="/switch_model")  # the session's state changes too (not returned)
     assert str(run) in status and "model.onnx" in status and f"{GALLERY_SIZE} images" in status
+    # the labelled gallery is scored: this model, its architecture at random init, chance
+    assert "kNN top-1" in status and "random-init network" in status and "chance 48.7%" in status
     query = sorted((gallery / "bees").iterdir())[2]
     rows = _search(client, query, k=2)
     assert rows[0][1] == query.relative_to(gallery).as_posix() and rows[0][2] >= 0.999
