@@ -70,7 +70,8 @@ CITATIONS = {
 }
 METHOD_NAMES = {"effssl": "EffSSL", "npid": "NPID (non-parametric instance discrimination)", "simclr": "SimCLR"}
 # Training options shown on the card (the complete set is published as training/config.yaml).
-KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method", "epochs", "batch_size", "lr",
+KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method", "epochs", "time_budget",
+               "batch_size", "lr",
                "temperature", "num_negatives", "proj_dim", "proj_out_bn", "sqrtkl_weight", "cutmix_alpha",
                "bank_update", "calibrate_view", "recalibrate_every", "seed")
 
