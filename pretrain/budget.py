@@ -5,8 +5,10 @@ The same recipe trains at ~450 images/s on one 2-core machine with one torch and
 promise epochs. Under a budget the trainer times its first steps, then calls
 `plan_epochs` once: the most epochs (at most ``--epochs``) whose training, plus the
 final evaluation it estimates from the calibration pass, ends inside the budget,
-counted from the start of ``fit()``. The cosine schedule is then laid over those
-epochs; the plan is stored in the checkpoint, so a resumed run keeps it.
+counted from the moment the data is loaded (unpacking and decoding it is a one-time
+cost on a fresh clone: counted in, the same recipe would train fewer epochs the first
+time). The cosine schedule is then laid over those epochs; the plan is stored in the
+checkpoint, so a resumed run keeps it.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class PretrainConfig:
     simclr_temperature: float = 0.5
     # optimisation
     epochs: int = 200  # under a time budget: the most epochs
-    time_budget: float | None = None  # seconds for the whole fit; the epoch count is set from measured speed
+    time_budget: float | None = None  # seconds from loaded data to metrics.json; sets the epochs from measured speed
     batch_size: int = 512
     lr: float = 1.0
     momentum: float = 0.9
@@ -171,7 +171,8 @@ HELP: dict[str, str] = {
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
     "epochs": "training epochs (with --time-budget: the most epochs)",
-    "time_budget": "seconds for the whole run: the first steps are timed and the epoch count fixed so it ends in time",
+    "time_budget": "seconds for the run once its data is loaded (calibration, training, final kNN): the first steps "
+                   "are timed and the epoch count fixed so it ends in time",
     "batch_size": "global batch size",
     "lr": "peak SGD learning rate (cosine decay)",
     "momentum": "SGD momentum",

@@ -119,7 +119,6 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
     # Decoding and embedding a large bank takes minutes on a CPU: every step says what it is doing.
     log.info("evaluating %s on %s: loading the kNN bank from %s (at most %s images)", run_dir, dev, train_spec,
              cfg.eval_max_train or "all")
-    backbone = load_backbone(run_dir / "backbone").to(dev)
     bank = load_knn_bank(cfg, pre, train_spec)
     test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
     if test_spec and bank.labels is not None:
@@ -130,15 +129,23 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
         log.info("no labelled test split: RankMe only")
     result: dict = {"train": train_spec, "test": test_spec if test is not None else None, "k": cfg.knn_k,
                     "t": cfg.knn_t, "num_train": len(bank.images), "num_test": len(test.images) if test else 0}
-    log.info("embedding %d bank and %d test images, then kNN (k=%d, t=%g) and RankMe", result["num_train"],
-             result["num_test"], cfg.knn_k, cfg.knn_t)
+
     def protocol(model: nn.Module) -> dict[str, float | None]:
         if dev.type == "cpu":
             use_one_pixel_convs(model)
         return knn_protocol(model, bank.images, bank.labels, test.images if test else None,
                             test.labels if test else None, pre, cfg.knn_k, cfg.knn_t, dev)
 
-    result.update(protocol(backbone))
+    own_protocol = data is None and eval_data is None and max_train is None
+    measured = _measured_at_the_end(run_dir, len(bank.images)) if own_protocol else None
+    if measured is not None:
+        log.info("kNN and RankMe of the trained backbone: measured at the end of training under this protocol "
+                 "(metrics.json), not embedded again")
+        result.update(measured)
+    else:
+        log.info("embedding %d bank and %d test images, then kNN (k=%d, t=%g) and RankMe", result["num_train"],
+                 result["num_test"], cfg.knn_k, cfg.knn_t)
+        result.update(protocol(load_backbone(run_dir / "backbone").to(dev)))
     # The same architecture before training, under the same protocol: what the number above is worth.
     log.info("the same protocol for %s at random initialisation (seed %d)", architecture_of(run_dir), cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -149,6 +156,17 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
              time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]),
              result["rankme"], run_dir / "eval.json")
     return result
+
+
+def _measured_at_the_end(run_dir, bank_size: int) -> dict[str, float | None] | None:
+    """The final kNN and RankMe that training wrote with these weights and this bank, if it did."""
+    import json
+
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    if metrics.get("rankme") is None or metrics.get("knn_bank") != bank_size:
+        return None
+    return {"knn_top1": metrics.get("knn_top1"), "rankme": metrics["rankme"]}
 
 
 def _pct(value: float | None) -> str:
