@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +64,15 @@ def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             precision_at_k(embeddings, labels, TOP_K)}
 
 
-def random_init_backbone(cfg: Any, folder: Path) -> Path:
-    """The recipe's architecture at its seed's initialisation, saved as a timm backbone folder."""
-    import torch
-
+def random_init_config(cfg: Any) -> dict[str, Any]:
+    """The timm config of the recipe's architecture (for `TorchEmbedder.random_init`, seeded with cfg.seed)."""
     from pretrain.data import preprocess_of
     from zoo.backbones import create_backbone, embedding_dim, small_stem_name
-    from zoo.timm_files import make_config, save_backbone
+    from zoo.timm_files import make_config
 
-    torch.manual_seed(cfg.seed)
-    model = create_backbone(cfg.model, small_stem=cfg.small_stem)
     arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
-    return save_backbone(model, folder, make_config(arch, embedding_dim(model, cfg.img_size), preprocess_of(cfg)))
+    dim = embedding_dim(create_backbone(cfg.model, small_stem=cfg.small_stem), cfg.img_size)
+    return make_config(arch, dim, preprocess_of(cfg))
 
 
 def train(cfg: Any, out: Path) -> dict[str, Any]:
@@ -110,10 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         common = {"data": str(data), "img_size": args.img_size, "time_budget": args.budget, "seed": seed,
                   "threads": args.threads}
         cfg = build_config(args.recipe, **common)
-        with tempfile.TemporaryDirectory() as tmp:
-            rnd = TorchEmbedder(random_init_backbone(cfg, Path(tmp)))
-            rows.append({"method": "random-init", "seed": seed, "epochs": 0, "wall_time_s": 0.0,
-                         **scores(rnd.embed(paths), labels)})
+        rnd = TorchEmbedder.random_init(random_init_config(cfg), seed=cfg.seed)
+        rows.append({"method": "random-init", "seed": seed, "epochs": 0, "wall_time_s": 0.0,
+                     **scores(rnd.embed(paths), labels)})
         for method in args.methods.split(","):
             run = args.out / f"{method}-s{seed}"
             metrics = train(build_config(args.recipe, method=method, **common), run)
