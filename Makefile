@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EDGEZOO := $(VENV)/bin/edgezoo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean browser
+.PHONY: install demo test bench gpu-smoke clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/pretrain_speed.py
+
+# The GPU window's command (benchmarks/gpu_window.py) on this CPU, tiny: run it before spending device minutes.
+gpu-smoke: install
+	$(PY) benchmarks/gpu_window.py runs/gpu-window-smoke --smoke
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

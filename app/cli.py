@@ -46,7 +46,7 @@ STAGES = [
            "run_list"),
     _Stage("run", "the whole pipeline: pretrain, evaluate, export + validate, publish, then serve the demo "
            "(finished stages are skipped)", "app.pipeline", "add_run_arguments", "run_pipeline"),
-    _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo",
+    _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo.cli",
            "add_demo_arguments", "run_demo", needs=("gradio",)),
 ]
 
@@ -61,21 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
         stage.load(stage.add)(p)
         p.set_defaults(_stage=stage)
     return parser
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures that deserve one line, not a traceback."""
-    from zoo.errors import EdgezooError
-    from zoo.images import ImageError, NoImagesError
-
-    errs: list[type[BaseException]] = [EdgezooError, ImageError, NoImagesError, FileNotFoundError, ValueError]
-    try:
-        from pretrain.trainer import NonFiniteLossError, RunDirError
-
-        errs += [NonFiniteLossError, RunDirError]
-    except ImportError:  # an edge install has no torch
-        pass
-    return tuple(errs)
 
 
 def run_stage(stage: _Stage, args: argparse.Namespace) -> None:
@@ -96,6 +81,10 @@ def run_stage(stage: _Stage, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Expected failures (zoo.errors.EdgezooError and its subclasses) print one line and return their exit code;
+    anything else is a bug and keeps its traceback."""
+    from zoo.errors import EdgezooError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -106,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except expected_errors() as exc:
+    except EdgezooError as exc:
         if args.verbose:
             log.exception("%s failed", stage.name)
         log.error("%s failed: %s", stage.name, exc)
-        return getattr(exc, "exit_code", 2)
+        return exc.exit_code
     return 0
 
 

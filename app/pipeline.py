@@ -2,7 +2,8 @@
 
 Each stage is called through its module's Python API and is resumable: running
 the command again skips what is complete and still valid, so an interrupted
-pipeline (or a second ``make demo``) only does what is missing:
+pipeline (or a second ``make demo``) only does what is missing. The file names and
+the complete/stale rules are `zoo.layout`'s (`RunDir`; the export's: `zoo.edge.export_fresh`):
 
 - pretrain: skipped when RUN_DIR/metrics.json exists (the run completed); continued
   with ``--resume`` semantics when only checkpoint.pt exists; started otherwise.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zoo.errors import EdgezooError
+from zoo.layout import CHECKPOINT, EVAL, EXPORT, MANIFEST, METRICS, REPO_FILES, VALIDATION, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +80,20 @@ class PipelineResult:
 
 # --- pretrain -------------------------------------------------------------------------------------------
 
+# RunDir.pretrain_state -> what the pretrain stage does
+_PRETRAIN_PLANS = {"complete": "skip", "resumable": "resume", "fresh": "fresh"}
+
+
 def pretrain_plan(run_dir: Path) -> str:
-    """'skip' (the run completed), 'resume' (a checkpoint without metrics.json) or 'fresh'."""
-    if (run_dir / "metrics.json").is_file():
-        return "skip"
-    if (run_dir / "checkpoint.pt").is_file():
-        return "resume"
-    return "fresh"
+    """'skip' (the run completed), 'resume' (a checkpoint without metrics.json) or 'fresh' (zoo.layout's rule)."""
+    return _PRETRAIN_PLANS[RunDir(run_dir).pretrain_state()]
 
 
 def check_same_run(run_dir: Path, cfg: Any) -> None:
     """Refuse to skip or resume a RUN_DIR whose config.yaml differs from the requested options."""
     from pretrain.config import PretrainConfig
 
-    saved = PretrainConfig.load(run_dir / "config.yaml").to_dict()
+    saved = PretrainConfig.load(RunDir(run_dir).config).to_dict()
     wanted = cfg.to_dict()
     diff = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} asked" for k in sorted(set(saved) | set(wanted))
             if k not in _RUNTIME_OPTIONS and saved.get(k) != wanted.get(k)]
@@ -108,26 +110,21 @@ def stage_pretrain(args: argparse.Namespace, run_dir: Path) -> tuple[str, str]:
     if plan != "fresh":
         check_same_run(run_dir, cfg)
     if plan == "skip":
-        return "skipped", "metrics.json present: the run is complete"
+        return "skipped", f"{METRICS} present: the run is complete"
     from pretrain.trainer import Trainer  # torch: imported only when there is training to do
 
     Trainer(cfg, run_dir, resume=plan == "resume", progress=not args.no_progress).fit()
     if plan == "resume":
-        return "resumed", "continued from checkpoint.pt"
-    epochs = json.loads((run_dir / "metrics.json").read_text()).get("epochs")
+        return "resumed", f"continued from {CHECKPOINT}"
+    epochs = json.loads(RunDir(run_dir).metrics.read_text()).get("epochs")
     return "ran", f"{cfg.model}, {epochs} epochs" + (f" (time budget {cfg.time_budget:.0f} s)" if cfg.time_budget else "")
 
 
 # --- evaluate -------------------------------------------------------------------------------------------
 
-def _newer_than_weights(path: Path, run_dir: Path) -> bool:
-    weights = run_dir / "backbone" / "model.safetensors"
-    return path.is_file() and weights.is_file() and path.stat().st_mtime_ns >= weights.stat().st_mtime_ns
-
-
 def stage_evaluate(run_dir: Path) -> tuple[str, str]:
-    if _newer_than_weights(run_dir / "eval.json", run_dir):
-        return "skipped", "eval.json is up to date"
+    if RunDir(run_dir).evaluation_fresh():
+        return "skipped", f"{EVAL} is up to date"
     from pretrain.evaluate import evaluate_run
 
     result = evaluate_run(run_dir)
@@ -136,21 +133,6 @@ def stage_evaluate(run_dir: Path) -> tuple[str, str]:
 
 
 # --- export ---------------------------------------------------------------------------------------------
-
-def export_is_valid(run_dir: Path) -> bool:
-    """A passed validation.json that still vouches for the files, and an ONNX model newer than the weights."""
-    from zoo.edge import ExportNotValidatedError, read_validation
-
-    export = run_dir / "export"
-    if not _newer_than_weights(export / "model.onnx", run_dir):
-        return False
-    try:
-        read_validation(export)
-    except ExportNotValidatedError as exc:
-        log.info("export needs redoing: %s", exc)
-        return False
-    return True
-
 
 def export_options(extra: str | None) -> Any:
     """ExportOptions from `edgezoo export`'s own flags (defaults, plus --export-options), parsed by its parser."""
@@ -166,8 +148,10 @@ def export_options(extra: str | None) -> Any:
 
 
 def stage_export(run_dir: Path, extra: str | None = None) -> tuple[str, str]:
-    if export_is_valid(run_dir):
-        return "skipped", "export/validation.json passed and matches the files"
+    from zoo.edge import export_fresh
+
+    if export_fresh(RunDir(run_dir)):
+        return "skipped", f"{EXPORT}/{VALIDATION} passed and matches the files"
     try:
         from export.pipeline import export_run
     except ImportError as exc:
@@ -180,9 +164,7 @@ def stage_export(run_dir: Path, extra: str | None = None) -> tuple[str, str]:
 
 def _published_files(run_dir: Path) -> dict[str, Path]:
     """Repo path -> run file for the weights publish copies verbatim (JSON files are rewritten for the public)."""
-    from zoo.hub import REQUIRED_FILES
-
-    return {repo: run_dir / rel for repo, rel in REQUIRED_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
+    return {repo: run_dir / rel for repo, rel in REPO_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
 
 
 def _manifest_matches(manifest: dict[str, Any] | None, files: dict[str, Path], hashes: dict[str, str]) -> bool:
@@ -193,8 +175,9 @@ def _manifest_matches(manifest: dict[str, Any] | None, files: dict[str, Path], h
 def published_version(run_dir: Path, repo_id: str, *, version: str | None = None, hub: str | None = None,
                       hub_dir: str | Path | None = None) -> tuple[str, str] | None:
     """(version, commit) of a published version holding exactly this run's files, newest first; else None."""
-    from zoo.hub import VERSION_RE, LocalHub, choose_hub, local_hub_dir
-    from zoo.manifest import MANIFEST_NAME, sha256_file
+    from zoo.hub import VERSION_RE, choose_hub
+    from zoo.hub_local import LocalHub, local_hub_dir
+    from zoo.manifest import sha256_file
 
     files = _published_files(run_dir)
     hashes = {repo: sha256_file(path) for repo, path in files.items()}
@@ -205,7 +188,7 @@ def published_version(run_dir: Path, repo_id: str, *, version: str | None = None
         tags = local.refs(repo_id)["tags"]
 
         def manifest_at(tag: str) -> dict[str, Any] | None:
-            data = local.read(repo_id, tags[tag], MANIFEST_NAME)
+            data = local.read(repo_id, tags[tag], MANIFEST)
             return json.loads(data) if data else None
     else:
         tags, manifest_at = _hf_tags(repo_id)
@@ -229,7 +212,7 @@ def _hf_tags(repo_id: str) -> tuple[dict[str, str], Callable[[str], dict[str, An
 
     def manifest_at(tag: str) -> dict[str, Any] | None:
         try:
-            return json.loads(Path(hf_hub_download(repo_id, "manifest.json", revision=tag)).read_text())
+            return json.loads(Path(hf_hub_download(repo_id, MANIFEST, revision=tag)).read_text())
         except Exception:  # noqa: BLE001 - an unreadable manifest is not a match
             return None
 
@@ -242,7 +225,7 @@ def stage_publish(args: argparse.Namespace, run_dir: Path, result: PipelineResul
         result.version, result.commit = found
         result.location = _location(args)
         return "skipped", f"{args.repo}@{found[0]} already holds this run"
-    from zoo.hub import publish
+    from zoo.publish import publish
 
     published = publish(run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)
     result.version, result.commit, result.location = published.version, published.commit, published.location
@@ -250,7 +233,8 @@ def stage_publish(args: argparse.Namespace, run_dir: Path, result: PipelineResul
 
 
 def _location(args: argparse.Namespace) -> str:
-    from zoo.hub import LocalHub, choose_hub, local_hub_dir
+    from zoo.hub import choose_hub
+    from zoo.hub_local import LocalHub, local_hub_dir
 
     if choose_hub(args.hub, args.hub_dir) == "local":
         return str(LocalHub(local_hub_dir(args.hub_dir)).repo_dir(args.repo))
@@ -291,13 +275,14 @@ def run_pipeline(args: argparse.Namespace) -> PipelineResult:
 
     check_repo_id(args.repo)
     run_dir = Path(args.out) if args.out else default_out(args.repo)
+    run = RunDir(run_dir)
     result = PipelineResult(run_dir=run_dir, repo_id=args.repo)
     _timed(result, "pretrain", lambda: stage_pretrain(args, run_dir))
-    result.metrics = _read_json(run_dir / "metrics.json")
+    result.metrics = _read_json(run.metrics)
     _timed(result, "evaluate", lambda: stage_evaluate(run_dir))
-    result.evaluation = _read_json(run_dir / "eval.json")
+    result.evaluation = _read_json(run.eval)
     _timed(result, "export", lambda: stage_export(run_dir, args.export_options))
-    result.validation = _read_json(run_dir / "export" / "validation.json")
+    result.validation = _read_json(run.validation)
     _timed(result, "publish", lambda: stage_publish(args, run_dir, result))
     if args.no_serve:
         print(format_summary(result))
@@ -364,7 +349,7 @@ def format_summary(result: PipelineResult) -> str:
         f"{m.get('num_images', '-')} images, {m.get('embed_dim', '-')}-d)",
         f"  kNN top-1   {_pct(m.get('knn_top1'))} at the end of training, {_pct(e.get('knn_top1'))} by edgezoo eval"
         f"; RankMe {_num(e.get('rankme', m.get('rankme')))}",
-        f"  export      {result.run_dir / 'export'} (validation {'passed' if v.get('passed') else 'FAILED'})",
+        f"  export      {RunDir(result.run_dir).export} (validation {'passed' if v.get('passed') else 'FAILED'})",
         *(f"              {line.strip()}" for line in _export_lines(v)),
         f"  published   {result.repo_id}@{result.version or '-'} commit {(result.commit or '-')[:12]} in "
         f"{result.location or '-'}",
@@ -380,6 +365,7 @@ def format_summary(result: PipelineResult) -> str:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from pretrain.cli import add_config_arguments
     from pretrain.config import list_recipes
+    from zoo.cli import add_hub_arguments
 
     from app.demo import DEFAULT_HOST, DEFAULT_PORT
 
@@ -390,9 +376,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"pretraining recipe name or YAML path, overridden by flags ({', '.join(list_recipes())})")
     parser.add_argument("--version", default=None,
                         help="version tag to publish (default: the next vN, or the version already holding this run)")
-    parser.add_argument("--hub", choices=("hf", "local"), default=None,
-                        help="hub to publish to: hf or local (default: as `edgezoo publish`)")
-    parser.add_argument("--hub-dir", type=Path, default=None, help="local hub directory (implies --hub local)")
+    add_hub_arguments(parser, "hub to publish to: hf or local (default: as `edgezoo publish`)")
     parser.add_argument("--no-serve", action="store_true", help="stop after publishing; do not start the demo")
     parser.add_argument("--gallery", type=Path, default=None,
                         help="demo gallery folder (default: the held-out split of the training data, e.g. CIFAR-10's "

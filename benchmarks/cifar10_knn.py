@@ -29,7 +29,7 @@ def random_init(cfg) -> dict:
 
     from pretrain.data import load_knn_bank, load_split, preprocess_of
     from pretrain.evaluate import knn_protocol
-    from pretrain.trainer import select_device
+    from pretrain.distributed import select_device
     from zoo import datasets
     from zoo.backbones import create_backbone
 

@@ -99,7 +99,7 @@ def score(backbone_dir: Path | None, sets: dict, cfg) -> dict[str, float]:
 
     from pretrain.data import preprocess_of
     from pretrain.evaluate import knn_protocol
-    from pretrain.trainer import select_device
+    from pretrain.distributed import select_device
     from zoo.backbones import create_backbone
     from zoo.timm_files import load_backbone
 

@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.hub_server import stop_process, wait_port  # noqa: E402 (after the path set-up)
+from benchmarks.servers import free_port, stop_process, wait_port  # noqa: E402 (after the path set-up)
 
 log = logging.getLogger("retrieval")
 
@@ -111,13 +110,6 @@ def bench_handler(app: Any, photos: list[Path], queries: int) -> dict[str, Any]:
         app.search({"path": str(p), "orig_name": p.name}, 8, app.default)
         times.append(time.perf_counter() - t0)
     return percentiles(times)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 
 def bench_load(args: argparse.Namespace, gallery: Path, photos: list[Path], workdir: Path) -> dict[str, Any]:
@@ -273,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from app.demo import default_gallery, gallery_images, load_model
+    from app.demo.model import default_gallery, gallery_images, load_model
 
     model = load_model(args.model, hub_dir=args.hub_dir)
     gallery = args.gallery or default_gallery(model.run_dir)

@@ -11,6 +11,7 @@ from export.onnx_export import EXPORTERS, OPSET
 from export.pipeline import ExportOptions
 from export.quantize import ACTIVATIONS, MIN_CALIB_IMAGES
 from export.validate import MIN_BANK_IMAGES, MIN_VAL_IMAGES, Thresholds
+from zoo.layout import EXPORT
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,6 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
             print(summary(exc.report))
         raise
     print(summary(report))
-    out = args.out or args.run_dir / "export"
+    out = args.out or args.run_dir / EXPORT
     print(f"EXPORT_DIR: {out}")
     return report

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.edge import INPUT_NAME, OUTPUT_NAME
 from zoo.errors import EdgezooError
+from zoo.fsutil import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,26 +58,26 @@ def export_onnx(model: "torch.nn.Module", path: str | Path, img_size: int, *, ex
 
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.onnx")
     example = torch.randn(2, 3, img_size, img_size)
     model = model.eval()
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     errors: list[str] = []
-    for name in order:
-        try:
-            with torch.no_grad():
-                (_export_dynamo if name == "dynamo" else _export_torchscript)(model, example, tmp, opset)
-            check_onnx(tmp)
-        except Exception as exc:  # noqa: BLE001 - any exporter failure means: try the next one
-            errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
-            log.warning("ONNX export with the %s exporter failed (%s)", name, errors[-1])
-            tmp.unlink(missing_ok=True)
-            continue
-        tmp.replace(path)
-        log.info("exported %s with the %s exporter (opset %d)", path, name, opset)
-        return name
-    raise OnnxExportError(f"ONNX export failed: {'; '.join(errors)}")
+    with atomic_path(path, ".tmp.onnx") as tmp:
+        for name in order:
+            try:
+                with torch.no_grad():
+                    (_export_dynamo if name == "dynamo" else _export_torchscript)(model, example, tmp, opset)
+                check_onnx(tmp)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure means: try the next one
+                errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                log.warning("ONNX export with the %s exporter failed (%s)", name, errors[-1])
+                tmp.unlink(missing_ok=True)
+                continue
+            break
+        else:
+            raise OnnxExportError(f"ONNX export failed: {'; '.join(errors)}")
+    log.info("exported %s with the %s exporter (opset %d)", path, name, opset)
+    return name
 
 
 def check_onnx(path: str | Path) -> None:

@@ -22,8 +22,8 @@ from export.onnx_export import OPSET, export_onnx
 from export.quantize import MIN_CALIB_IMAGES, convert_to_ort, quantize_int8
 from export.rundata import RunData, decode_normalized, disjoint_samples, plan_validation, read_run
 from export.validate import Thresholds, raise_if_failed, validate_export
-from zoo.edge import (FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, OPS_CONFIG, ORT_MODEL, VALIDATION_FILE, ModelFileError,
-                      write_preprocess)
+from zoo.edge import ModelFileError, write_preprocess
+from zoo.layout import EXPORT, ONNX, ONNX_INT8, ORT, ORT_INT8, ORT_OPS, VALIDATION
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def build_models(run: RunData, out_dir: Path, opts: ExportOptions) -> dict[str, 
     from zoo.timm_files import load_backbone
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / VALIDATION_FILE).unlink(missing_ok=True)  # stale verdicts must not outlive their models
+    (out_dir / VALIDATION).unlink(missing_ok=True)  # stale verdicts must not outlive their models
     model = load_backbone(run.backbone_dir)
     with _quiet_loggers():
-        exporter = export_onnx(model, out_dir / FP32_MODEL, run.preprocess.img_size, exporter=opts.exporter,
+        exporter = export_onnx(model, out_dir / ONNX, run.preprocess.img_size, exporter=opts.exporter,
                                opset=opts.opset)
     write_preprocess(run.preprocess, out_dir)
     calib_list, check_list = disjoint_samples(run.train, (opts.calib_images, opts.check_images), opts.seed)
@@ -78,11 +78,11 @@ def build_models(run: RunData, out_dir: Path, opts: ExportOptions) -> dict[str, 
     check = decode_normalized(run.preprocess, check_list)[0] if len(check_list) else None
     if len(calib) < MIN_CALIB_IMAGES:
         log.warning("calibrating on only %d images (the run has no more)", len(calib))
-    quant = quantize_int8(out_dir / FP32_MODEL, out_dir / INT8_MODEL, calib, check, activations=opts.int8_activations,
+    quant = quantize_int8(out_dir / ONNX, out_dir / ONNX_INT8, calib, check, activations=opts.int8_activations,
                           target_median_cosine=opts.thresholds.int8_median_cosine)
     quant["calibration_source"] = str(calib_list.root)
-    ort_info = convert_to_ort([out_dir / FP32_MODEL, out_dir / INT8_MODEL], out_dir)
-    expected = {ORT_MODEL, INT8_ORT_MODEL, OPS_CONFIG}
+    ort_info = convert_to_ort([out_dir / ONNX, out_dir / ONNX_INT8], out_dir)
+    expected = {ORT, ORT_INT8, ORT_OPS}
     if not expected <= set(ort_info["files"]):
         log.warning("ORT-format conversion wrote %s, expected %s", ort_info["files"], sorted(expected))
     return {"export": {"exporter": exporter, "opset": opts.opset}, "quantization": quant, "ort_format_files": ort_info}
@@ -93,7 +93,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opts: Exp
     """Export and validate a completed run; raises ExportValidationError (files kept) when a check fails."""
     opts = opts or ExportOptions()
     run = read_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.run_dir / "export"
+    out = Path(out_dir) if out_dir is not None else run.run_dir / EXPORT
     split = plan_validation(run, opts.val_images, opts.bank_images, opts.seed)  # too few images: refused before work
     extra = _previous_build_info(out) if validate_only else build_models(run, out, opts)
     report = validate_export(run, out, thresholds=opts.thresholds, seed=opts.seed, threads=opts.threads,
@@ -104,9 +104,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opts: Exp
 
 def _previous_build_info(out: Path) -> dict[str, Any]:
     """How the existing models were made, carried over from their last validation.json."""
-    path = out / VALIDATION_FILE
-    if not (out / FP32_MODEL).is_file():
-        raise ModelFileError(f"{out / FP32_MODEL}: missing; run `edgezoo export` without --validate-only first")
+    path = out / VALIDATION
+    if not (out / ONNX).is_file():
+        raise ModelFileError(f"{out / ONNX}: missing; run `edgezoo export` without --validate-only first")
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:

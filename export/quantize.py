@@ -32,6 +32,7 @@ import numpy as np
 
 from zoo.edge import INPUT_NAME, open_session
 from zoo.errors import EdgezooError
+from zoo.fsutil import atomic_path
 from zoo.preprocess import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    tmp_out = out_path.with_name(out_path.stem + ".tmp.onnx")
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+    with atomic_path(out_path, ".tmp.onnx") as tmp_out, tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         src = prepped if _pre_process(fp32_path, prepped) else fp32_path
         try:
@@ -121,7 +121,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
         except Exception as exc:  # noqa: BLE001 - static does not apply to this graph: fall back, say why
             info = _dynamic(src, tmp_out, f"static quantization failed: {type(exc).__name__}: {exc}")
         info["pre_processed"] = src == prepped
-    tmp_out.replace(out_path)
     log.info("wrote %s (%s %s)", out_path, info["mode"], info.get("scheme", ""))
     return info
 

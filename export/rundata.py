@@ -21,7 +21,8 @@ from zoo import datasets
 from zoo.errors import EdgezooError
 from zoo.images import SkipReport
 from zoo.preprocess import Preprocess
-from zoo.timm_files import CONFIG_NAME, WEIGHTS_NAME, preprocess_of, read_config
+from zoo.layout import RunDir
+from zoo.timm_files import preprocess_of, read_config
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class RunData:
 
     @property
     def backbone_dir(self) -> Path:
-        return self.run_dir / "backbone"
+        return RunDir(self.run_dir).backbone
 
     @property
     def labelled(self) -> bool:
@@ -51,14 +52,15 @@ class RunData:
 
 def read_run(run_dir: str | Path) -> RunData:
     """Check a RUN_DIR is complete and list its training files (with folder labels when it has them)."""
-    run_dir = Path(run_dir)
-    for rel in (f"backbone/{CONFIG_NAME}", f"backbone/{WEIGHTS_NAME}", "data.json", "metrics.json"):
-        if not (run_dir / rel).is_file():
-            raise RunNotExportableError(f"{run_dir}: no {rel} (the run did not complete, or this is not a RUN_DIR)")
-    record = json.loads((run_dir / "data.json").read_text())
+    run = RunDir(run_dir)
+    for path in (run.backbone_config, run.weights, run.data, run.metrics):
+        if not path.is_file():
+            raise RunNotExportableError(f"{run.path}: no {path.relative_to(run.path).as_posix()} (the run did not "
+                                        "complete, or this is not a RUN_DIR)")
+    record = json.loads(run.data.read_text())
     train = _run_files(record)
     eval_spec = (record.get("eval") or {}).get("spec")
-    return RunData(run_dir, read_config(run_dir / "backbone"), preprocess_of(run_dir / "backbone"), train, eval_spec)
+    return RunData(run.path, read_config(run.backbone), preprocess_of(run.backbone), train, eval_spec)
 
 
 def _full_train_split(root: Path, spec: str) -> datasets.ImageList:

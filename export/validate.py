@@ -25,9 +25,10 @@ from export.rundata import RunData, ValidationSplit, decode_normalized, plan_val
 from export.timing import latency_ms, tile_batch
 from zoo.fsutil import atomic_write_json
 from zoo import knn
-from zoo.edge import (FP32_MODEL, INT8_MODEL, INT8_ORT_MODEL, ORT_MODEL, VALIDATED_FILES, VALIDATION_FILE,
-                      EdgeEmbedder, file_record)
+from zoo.edge import VALIDATED_FILES, EdgeEmbedder
 from zoo.errors import EdgezooError
+from zoo.layout import ONNX, ONNX_INT8, ORT, ORT_INT8, VALIDATION
+from zoo.manifest import file_record
 from zoo.preprocess import l2_normalize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,9 +174,9 @@ def _ort_format_report(export_dir: Path, q: dict[str, np.ndarray], xq: np.ndarra
                        ) -> dict[str, Any]:
     """ORT-format files against their .onnx: the same graphs in another container, so a few hundred images do."""
     n = min(len(xq), MIN_VAL_IMAGES)
-    pairs = [(ORT_MODEL, "ort_fp32"), (INT8_ORT_MODEL, "ort_int8")]
+    pairs = [(ORT, "ort_fp32"), (ORT_INT8, "ort_int8")]
     diffs = {name: agreement(q[ref][:n], ort_embed(EdgeEmbedder(export_dir / name, threads=threads), xq[:n]))[
-        "max_abs_diff"] for name, ref in pairs if name == ORT_MODEL or (export_dir / name).is_file()}
+        "max_abs_diff"] for name, ref in pairs if name == ORT or (export_dir / name).is_file()}
     return {"max_abs_diff": max(diffs.values()), "per_file": diffs, "num_images": n}
 
 
@@ -204,8 +205,8 @@ def validate_export(run: RunData, export_dir: str | Path, *, thresholds: Thresho
     if len(xq) < MIN_VAL_IMAGES:
         log.warning("only %d validation images (fewer than %d): the numbers are noisy", len(xq), MIN_VAL_IMAGES)
     model = load_backbone(run.backbone_dir)
-    embedders = {"ort_fp32": EdgeEmbedder(export_dir / FP32_MODEL, threads=threads),
-                 "ort_int8": EdgeEmbedder(export_dir / INT8_MODEL, threads=threads)}
+    embedders = {"ort_fp32": EdgeEmbedder(export_dir / ONNX, threads=threads),
+                 "ort_int8": EdgeEmbedder(export_dir / ONNX_INT8, threads=threads)}
     q = _embed_all(model, embedders, xq)
     report: dict[str, Any] = {
         "passed": False,
@@ -214,7 +215,7 @@ def validate_export(run: RunData, export_dir: str | Path, *, thresholds: Thresho
         "architecture": run.config.get("architecture"),
         "embed_dim": int(q["torch"].shape[1]),
         "preprocess": run.preprocess.as_dict(),
-        "onnx": describe(export_dir / FP32_MODEL),
+        "onnx": describe(export_dir / ONNX),
         "runtime": {**_versions(), "providers": embedders["ort_fp32"].session.get_providers(), "threads": threads},
         "data": {"validation": {"spec": queries.spec, "root": str(queries.root), "num_images": len(xq)},
                  "knn_bank": None, "split": split.describe()},
@@ -231,13 +232,13 @@ def validate_export(run: RunData, export_dir: str | Path, *, thresholds: Thresho
     if measure_latency:
         report["latency_ms"] = _latency(embedders, xq)
     report["files"] = {n: file_record(export_dir / n) for n in VALIDATED_FILES if (export_dir / n).is_file()}
-    report["sizes"] = {n: r["bytes"] for n, r in report["files"].items()}
+    report["sizes"] = {n: r["size"] for n, r in report["files"].items()}
     report["checks"] = run_checks(report, thresholds)
     report["passed"] = all(c["passed"] for c in report["checks"])
     report["validation_seconds"] = round(time.time() - start, 1)
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_json(export_dir / VALIDATION_FILE, report)
-    log.info("validation %s: %s", "passed" if report["passed"] else "FAILED", export_dir / VALIDATION_FILE)
+    atomic_write_json(export_dir / VALIDATION, report)
+    log.info("validation %s: %s", "passed" if report["passed"] else "FAILED", export_dir / VALIDATION)
     return report
 
 
@@ -247,7 +248,7 @@ def raise_if_failed(report: dict[str, Any], export_dir: Path) -> None:
     if failed:
         why = "; ".join(f"{c['name']} = {_fmt(c['value'])} (needs {c['op']} {_fmt(c['threshold'])})" for c in failed)
         raise ExportValidationError(f"export validation failed: {why}; files kept in {export_dir}, "
-                                    f"marked failed in {VALIDATION_FILE}", report)
+                                    f"marked failed in {VALIDATION}", report)
 
 
 def _fmt(v: float | None) -> str:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import PretrainConfig
+from pretrain.preprocess import normalize, to_unit
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,6 @@ class AugmentParams:
                     ) -> "AugmentParams":
         return cls(cfg.img_size, tuple(cfg.crop_scale), (3 / 4, 4 / 3), tuple(cfg.jitter), cfg.jitter_p, cfg.gray_p,
                    cfg.flip_p, cfg.effective_blur_p, tuple(cfg.blur_sigma), tuple(mean), tuple(std))
-
-
-def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """float [0, 1] (B, 3, H, W) -> normalised."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 in [0, 1]."""
-    return x.float().div_(255.0)
 
 
 # --- batched path -------------------------------------------------------------------------------------
@@ -278,8 +267,5 @@ class PerImageAugment:
 
 
 def build_augment(params: AugmentParams, kind: str = "batched") -> BatchAugment | PerImageAugment:
-    if kind == "batched":
-        return BatchAugment(params)
-    if kind == "per-image":
-        return PerImageAugment(params)
-    raise ValueError(f"augment must be 'batched' or 'per-image', got {kind!r}")
+    """`kind`: one of config.AUGMENTS (PretrainConfig checks --augment when it is made)."""
+    return {"batched": BatchAugment, "per-image": PerImageAugment}[kind](params)

@@ -13,10 +13,26 @@ from typing import Any
 
 import yaml
 
+from zoo.errors import ConfigError
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
 METHODS = ("effssl", "npid", "simclr")
 BANK_UPDATES = ("ema", "grad")
 CALIBRATE_VIEWS = ("clean", "augmented")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "aot_eager")
+BANK_DTYPES = ("float32", "bfloat16")  # torch dtype names
+AUGMENTS = ("batched", "per-image")
+REGULARIZERS = (None, "l2sp", "mas")  # None: no regulariser
+# Every enumerated option, checked when a config is made (before any data is read).
+CHOICES: dict[str, tuple[str | None, ...]] = {
+    "method": METHODS, "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
+    "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES,
+}
+
+
+def _option(name: str) -> str:
+    """An option as both a recipe key and a flag name it: ``bank_dtype (--bank-dtype)``."""
+    return f"{name} (--{name.replace('_', '-')})"
 
 
 @dataclass
@@ -72,6 +88,7 @@ class PretrainConfig:
     # runtime
     device: str = "auto"
     compile: bool = False
+    compile_mode: str = "default"  # pretrain/compile.py COMPILE_MODES; reduce-overhead adds CUDA graphs
     channels_last: bool = True  # CUDA and CPU (1.2x faster steps on 2 cores, torch 2.14)
     amp: bool = True  # bf16 autocast, CUDA only
     seed: int = 0
@@ -89,24 +106,23 @@ class PretrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.bank_update not in BANK_UPDATES:
-            raise ValueError(f"bank_update must be one of {BANK_UPDATES}, got {self.bank_update!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                shown = ", ".join("unset" if v is None else v for v in allowed)
+                raise ConfigError(f"{_option(name)} must be one of {shown}; got {getattr(self, name)!r}")
         for name in ("crop_scale", "jitter", "blur_sigma", "mean", "std"):
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
         if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+            raise ConfigError(f"{_option('time_budget')} must be > 0 seconds, got {self.time_budget}")
         if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+            raise ConfigError(f"{_option('epochs')} must be >= 1 and {_option('batch_size')} >= 2, got "
+                              f"{self.epochs} and {self.batch_size}")
         if not 0.0 <= self.bank_momentum < 1.0:
-            raise ValueError(f"bank_momentum must be in [0, 1), got {self.bank_momentum}")
-        if self.calibrate_view not in CALIBRATE_VIEWS:
-            raise ValueError(f"calibrate_view must be one of {CALIBRATE_VIEWS}, got {self.calibrate_view!r}")
+            raise ConfigError(f"{_option('bank_momentum')} must be in [0, 1), got {self.bank_momentum}")
         if self.recalibrate_every < 0:
-            raise ValueError(f"recalibrate_every must be >= 0, got {self.recalibrate_every}")
+            raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
 
@@ -120,7 +136,8 @@ class PretrainConfig:
         if self.bank_lr is not None:
             return self.bank_lr
         if self.bank_momentum == 0:
-            raise ValueError("bank_momentum 0 leaves the grad rule without a default step: set bank_lr")
+            raise ConfigError(f"{_option('bank_momentum')} 0 leaves the grad rule without a default step: set "
+                              f"{_option('bank_lr')}")
         return (1.0 - self.bank_momentum) / self.bank_momentum
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +156,7 @@ class PretrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown option(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**values)
 
 
@@ -187,7 +204,9 @@ HELP: dict[str, str] = {
     "blur_sigma": "Gaussian blur sigma range, two floats",
     "augment": "batched (on the training device) or per-image (torchvision reference)",
     "device": "auto, cpu, cuda, cuda:N or mps",
-    "compile": "torch.compile the backbone",
+    "compile": "torch.compile the backbone (falls back to eager, with a warning, if compilation fails)",
+    "compile_mode": "torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, "
+                    "max-autotune-no-cudagraphs, or aot_eager (tracing only, no code generation)",
     "channels_last": "channels_last memory format (CUDA and CPU)",
     "amp": "bf16 autocast on CUDA",
     "seed": "random seed (subset, order, augmentation, negatives)",
@@ -215,7 +234,7 @@ def load_recipe(name: str | None) -> dict[str, Any]:
     if not path.is_file():
         path = RECIPES_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
+        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
     values = yaml.safe_load(path.read_text()) or {}
     values.pop("description", None)
     return values

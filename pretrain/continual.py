@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pretrain.replay import REPLAY_FILE, Reservoir
+from pretrain.preprocess import center_crop_normalize
+from pretrain.replay import Reservoir
+from zoo.errors import RunDirError
+from zoo.fsutil import atomic_path, atomic_write_json
+from zoo.layout import BACKBONE_CONFIG, IMPORTANCE, LINEAGE, METRICS, REPLAY, REPLAY_IN, TORCH_FILES, WEIGHTS, RunDir
 
-__all__ = ["Source", "Reservoir", "REPLAY_IN_FILE", "resolve_source", "inherited_config"]
+__all__ = ["Source", "Reservoir", "resolve_source", "inherited_config"]
 
 log = logging.getLogger(__name__)
 
-LINEAGE_FILE = "lineage.json"
-REPLAY_IN_FILE = "replay_in.npz"
-IMPORTANCE_FILE = "mas_importance.safetensors"
 # Options that describe a step's data or continual settings, not the recipe to inherit.
 _NOT_INHERITED = {"data", "eval_data", "max_images", "resume_from", "replay", "reg", "reg_weight", "extra"}
 
@@ -56,20 +57,19 @@ def resolve_source(spec: str) -> Source:
     import yaml
 
     path = Path(spec).expanduser()
-    if (path / "backbone" / "config.json").is_file():
-        if not (path / "metrics.json").is_file():
-            raise FileNotFoundError(f"{path}: the run did not complete (no metrics.json); finish it with --resume first")
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        lineage = json.loads((path / LINEAGE_FILE).read_text()) if (path / LINEAGE_FILE).is_file() else \
-            [_step_record(config, path, None)]
-        return Source(spec, path / "backbone", path, {k: v for k, v in config.items() if k not in _NOT_INHERITED},
+    run = RunDir(path)
+    if run.backbone_config.is_file():
+        if run.pretrain_state() != "complete":
+            raise RunDirError(f"{path}: the run did not complete (no {METRICS}); finish it with --resume first")
+        config = yaml.safe_load(run.config.read_text()) or {}
+        lineage = json.loads(run.lineage.read_text()) if run.lineage.is_file() else [_step_record(config, path, None)]
+        return Source(spec, run.backbone, path, {k: v for k, v in config.items() if k not in _NOT_INHERITED},
                       lineage)
     from zoo.pretrained import fetch  # a published model: download (or check out) its verified files
 
     repo_id, _, revision = spec.partition("@")
-    folder = fetch(repo_id, ["config.json", "model.safetensors"], revision or None,
-                   optional=[LINEAGE_FILE]).folder
-    cfg = json.loads((folder / "config.json").read_text())
+    folder = fetch(repo_id, list(TORCH_FILES), revision or None, optional=[LINEAGE]).folder
+    cfg = json.loads((folder / BACKBONE_CONFIG).read_text())
     pre = cfg["pretrained_cfg"]
     extra = cfg.get("edgezoo", {})
     arch = cfg["architecture"]
@@ -78,7 +78,7 @@ def resolve_source(spec: str) -> Source:
                  "mean": list(pre["mean"]), "std": list(pre["std"])}
     if extra.get("method"):
         inherited["method"] = extra["method"]
-    lineage = json.loads((folder / LINEAGE_FILE).read_text()) if (folder / LINEAGE_FILE).is_file() else \
+    lineage = json.loads((folder / LINEAGE).read_text()) if (folder / LINEAGE).is_file() else \
         [{"data": extra.get("data"), "from": None, "model": spec}]
     return Source(spec, folder, None, inherited, lineage)
 
@@ -92,9 +92,9 @@ def load_start_weights(method: torch.nn.Module, source: Source) -> None:
     """Backbone from the source (strict); projector too when the source is a RUN_DIR with matching shapes."""
     from safetensors.torch import load_file
 
-    state = load_file(str(source.backbone_dir / "model.safetensors"))
+    state = load_file(str(source.backbone_dir / WEIGHTS))
     method.backbone.load_state_dict(state, strict=True)
-    ckpt = source.run_dir / "checkpoint.pt" if source.run_dir else None
+    ckpt = RunDir(source.run_dir).checkpoint if source.run_dir else None
     if ckpt is not None and ckpt.is_file():
         model_state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
         proj = {k.removeprefix("projector."): v for k, v in model_state.items() if k.startswith("projector.")}
@@ -108,19 +108,19 @@ def load_start_weights(method: torch.nn.Module, source: Source) -> None:
 def replay_images(run_dir: Path, source: Source, resume: bool) -> np.ndarray | None:
     """The earlier images this step replays: the source's reservoir, copied into this run once."""
     if not resume:
-        if source.run_dir is not None and (source.run_dir / REPLAY_FILE).is_file():
+        if source.run_dir is not None and (source.run_dir / REPLAY).is_file():
             src = Reservoir.load(source.run_dir)
-            src.save(run_dir, REPLAY_IN_FILE)
-    res = Reservoir.load(run_dir, name=REPLAY_IN_FILE)
+            src.save(run_dir, REPLAY_IN)
+    res = Reservoir.load(run_dir, name=REPLAY_IN)
     return res.images if len(res) else None
 
 
 def carry_reservoir(run_dir: Path, source: Source | None, capacity: int, chunk: np.ndarray, seed: int,
                     resume: bool) -> Reservoir:
     """The reservoir handed to the next step: the source's, offered this chunk. Saved before training."""
-    if resume and (run_dir / REPLAY_FILE).is_file():
+    if resume and (run_dir / REPLAY).is_file():
         return Reservoir.load(run_dir)
-    if source is not None and source.run_dir is not None and (source.run_dir / REPLAY_FILE).is_file():
+    if source is not None and source.run_dir is not None and (source.run_dir / REPLAY).is_file():
         res = Reservoir.load(source.run_dir, capacity=capacity, seed=seed)
     else:
         res = Reservoir(capacity, rng=np.random.default_rng(seed))
@@ -140,24 +140,21 @@ def mas_importance_of(source: Source, backbone: torch.nn.Module, images: np.ndar
 
     from pretrain.modules.regularizers import mas_importance, scale_to_unit_max
 
-    stored = source.run_dir / IMPORTANCE_FILE if source.run_dir else None
+    stored = source.run_dir / IMPORTANCE if source.run_dir else None
     if stored is not None and stored.is_file():
         return scale_to_unit_max(load_file(str(stored)))
     sel = images[: max_images]
-    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
-    off = int(round((sel.shape[1] - preprocess.img_size) / 2.0))
 
     def batches():
         for i in range(0, len(sel), 128):
             x = torch.from_numpy(np.ascontiguousarray(sel[i:i + 128])).permute(0, 3, 1, 2)
-            x = x[:, :, off:off + preprocess.img_size, off:off + preprocess.img_size]
-            yield ((x.float() / 255.0 - mean) / std).to(device)
+            yield center_crop_normalize(x, preprocess).to(device)  # normalised on the CPU, as it always was
 
     importance = mas_importance(backbone, batches())
     if stored is not None:
         try:
-            save_file({k: v.cpu().contiguous() for k, v in importance.items()}, str(stored))
+            with atomic_path(stored) as tmp:
+                save_file({k: v.cpu().contiguous() for k, v in importance.items()}, str(tmp))
         except OSError:
             log.warning("could not store MAS importance with %s", source.run_dir)
     return scale_to_unit_max(importance)
@@ -173,6 +170,4 @@ def _step_record(config: dict[str, Any], run_dir: Path, num_images: int | None) 
 def write_lineage(run_dir: Path, source: Source, config: dict[str, Any], num_chunk: int, num_replay: int) -> None:
     record = _step_record(config, run_dir, num_chunk)
     record.update(replayed_images=num_replay, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    tmp = run_dir / (LINEAGE_FILE + ".tmp")
-    tmp.write_text(json.dumps([*source.lineage, record], indent=2) + "\n")
-    tmp.replace(run_dir / LINEAGE_FILE)
+    atomic_write_json(RunDir(run_dir).lineage, [*source.lineage, record])

@@ -12,6 +12,7 @@ import torch
 from pretrain.config import PretrainConfig
 from zoo import datasets
 from zoo.fsutil import atomic_write_text
+from zoo.layout import DATA
 from zoo.preprocess import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 
@@ -76,4 +77,4 @@ def write_data_record(run_dir: Path, cfg: PretrainConfig, train: Split, eval_spe
         "eval": {"spec": eval_spec} if eval_spec else None,
         "files": [p.relative_to(files.root).as_posix() for p in files.paths],
     }
-    atomic_write_text(run_dir / "data.json", json.dumps(record))
+    atomic_write_text(run_dir / DATA, json.dumps(record))

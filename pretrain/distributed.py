@@ -1,4 +1,5 @@
-"""Multi-process pieces: a BatchNorm synchronised over gloo (CPU) and helpers.
+"""Devices and processes, in one place: which device a process runs on, the process group torchrun asks
+for, the all-gather every distributed method uses, and a BatchNorm synchronised over gloo (CPU).
 
 torch's SyncBatchNorm runs on GPUs only; CPU DDP (gloo) would otherwise
 normalise each rank's shard with its own statistics, and training would no longer
@@ -7,10 +8,70 @@ equal one process with the combined batch.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from zoo.errors import ConfigError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """--device: cuda (this process's LOCAL_RANK under torchrun), else mps, else cpu; or the device named."""
+    if name != "auto":
+        try:
+            return torch.device(name)
+        except RuntimeError as exc:  # torch's parse error of a device string
+            raise ConfigError(f"device (--device) must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from exc
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """torchrun sets WORLD_SIZE/RANK; gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_world_size(), dist.get_rank())
+
+
+class Gather:
+    """All-gather of equal-sized shards along the batch dimension; the identity in a single process."""
+
+    def __init__(self, world_size: int = 1, rank: int = 0) -> None:
+        self.world_size = world_size
+        self.rank = rank
+
+    @classmethod
+    def of_process_group(cls) -> "Gather":
+        """Over the default process group, when there is one."""
+        if not dist.is_initialized():
+            return cls()
+        return cls(dist.get_world_size(), dist.get_rank())
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        out = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(out, t.contiguous())
+        return torch.cat(out)
 
 
 class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -64,15 +125,3 @@ def _convert(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, _convert(child))
     return out
-
-
-def gather_rows(features: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All-gather (features, indices) of equal-sized shards from every rank."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return features, idx
-    world = dist.get_world_size()
-    fs = [torch.empty_like(features) for _ in range(world)]
-    ids = [torch.empty_like(idx) for _ in range(world)]
-    dist.all_gather(fs, features.contiguous())
-    dist.all_gather(ids, idx.contiguous())
-    return torch.cat(fs), torch.cat(ids)

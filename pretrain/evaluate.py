@@ -9,14 +9,28 @@ Representations by Their Rank", ICML 2023.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.config import PretrainConfig
+from pretrain.data import load_knn_bank, load_split
+from pretrain.distributed import select_device
+from pretrain.modules.one_pixel_conv import use_one_pixel_convs
+from pretrain.preprocess import center_crop_normalize
+from zoo import datasets
+from zoo.backbones import create_backbone
+from zoo.errors import RunDirError
+from zoo.fsutil import atomic_write_json
+from zoo.layout import CONFIG, RunDir
 from zoo.preprocess import Preprocess
+from zoo.timm_files import load_backbone, preprocess_of, read_config
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +42,11 @@ def extract_features(backbone: nn.Module, images: np.ndarray | torch.Tensor, pre
     was_training = backbone.training
     backbone.eval()
     feats = []
-    mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1)
-    r = images.shape[1]
-    off = int(round((r - preprocess.img_size) / 2.0))
     try:
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
             x = torch.as_tensor(np.ascontiguousarray(chunk)) if isinstance(chunk, np.ndarray) else chunk
-            x = x[:, off:off + preprocess.img_size, off:off + preprocess.img_size].to(device, non_blocking=True)
-            x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            x = center_crop_normalize(x.permute(0, 3, 1, 2), preprocess, device)
             with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
                 f = backbone(x)
             feats.append(F.normalize(f.float(), dim=1))
@@ -94,30 +103,18 @@ def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: to
 def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
                  device: str = "auto") -> dict:
     """kNN top-1 and RankMe of a finished run's backbone and of its architecture at random init; RUN_DIR/eval.json."""
-    import dataclasses
-    import json
-    import time
-    from pathlib import Path
-
-    from pretrain.config import PretrainConfig
-    from pretrain.data import load_knn_bank, load_split
-    from pretrain.modules.one_pixel_conv import use_one_pixel_convs
-    from pretrain.trainer import select_device
-    from zoo import datasets
-    from zoo.backbones import create_backbone
-    from zoo.fsutil import atomic_write_text
-    from zoo.timm_files import load_backbone, preprocess_of
-
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     start = time.perf_counter()
-    cfg = PretrainConfig.load(run_dir / "config.yaml")
+    if not run.config.is_file():
+        raise RunDirError(f"{run.path}: not a RUN_DIR (no {CONFIG}); pass the --out of `edgezoo pretrain`")
+    cfg = PretrainConfig.load(run.config)
     if max_train is not None:
         cfg = dataclasses.replace(cfg, eval_max_train=max_train)
-    pre = preprocess_of(run_dir / "backbone")
+    pre = preprocess_of(run.backbone)
     dev = select_device(device)
     train_spec = data or cfg.data
     # Decoding and embedding a large bank takes minutes on a CPU: every step says what it is doing.
-    log.info("evaluating %s on %s: loading the kNN bank from %s (at most %s images)", run_dir, dev, train_spec,
+    log.info("evaluating %s on %s: loading the kNN bank from %s (at most %s images)", run.path, dev, train_spec,
              cfg.eval_max_train or "all")
     bank = load_knn_bank(cfg, pre, train_spec)
     test_spec = eval_data or cfg.eval_data or datasets.eval_spec(train_spec)
@@ -137,32 +134,30 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
                             test.labels if test else None, pre, cfg.knn_k, cfg.knn_t, dev)
 
     own_protocol = data is None and eval_data is None and max_train is None
-    measured = _measured_at_the_end(run_dir, len(bank.images)) if own_protocol else None
+    measured = _measured_at_the_end(run, len(bank.images)) if own_protocol else None
     if measured is not None:
         log.info("kNN and RankMe of the trained backbone: measured at the end of training under this protocol "
-                 "(metrics.json), not embedded again")
+                 "(%s), not embedded again", run.metrics.name)
         result.update(measured)
     else:
         log.info("embedding %d bank and %d test images, then kNN (k=%d, t=%g) and RankMe", result["num_train"],
                  result["num_test"], cfg.knn_k, cfg.knn_t)
-        result.update(protocol(load_backbone(run_dir / "backbone").to(dev)))
+        result.update(protocol(load_backbone(run.backbone).to(dev)))
     # The same architecture before training, under the same protocol: what the number above is worth.
-    log.info("the same protocol for %s at random initialisation (seed %d)", architecture_of(run_dir), cfg.seed)
+    log.info("the same protocol for %s at random initialisation (seed %d)", architecture_of(run.path), cfg.seed)
     torch.manual_seed(cfg.seed)
-    baseline = protocol(create_backbone(architecture_of(run_dir)).to(dev))
+    baseline = protocol(create_backbone(architecture_of(run.path)).to(dev))
     result.update({"random_init_knn_top1": baseline["knn_top1"], "random_init_rankme": baseline["rankme"]})
-    atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_json(run.eval, result)
     log.info("evaluated in %.0f s: kNN top-1 %s (random init %s), RankMe %.1f (written to %s)",
              time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]),
-             result["rankme"], run_dir / "eval.json")
+             result["rankme"], run.eval)
     return result
 
 
-def _measured_at_the_end(run_dir, bank_size: int) -> dict[str, float | None] | None:
+def _measured_at_the_end(run: RunDir, bank_size: int) -> dict[str, float | None] | None:
     """The final kNN and RankMe that training wrote with these weights and this bank, if it did."""
-    import json
-
-    path = run_dir / "metrics.json"
+    path = run.metrics
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     if metrics.get("rankme") is None or metrics.get("knn_bank") != bank_size:
         return None
@@ -174,6 +169,4 @@ def _pct(value: float | None) -> str:
 
 
 def architecture_of(run_dir) -> str:
-    from zoo.timm_files import read_config
-
-    return read_config(run_dir / "backbone")["architecture"]
+    return read_config(RunDir(run_dir).backbone)["architecture"]

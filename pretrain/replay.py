@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPLAY_FILE = "replay.npz"
+from zoo.errors import ConfigError
+from zoo.fsutil import atomic_path
+from zoo.layout import REPLAY
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Reservoir:
         if self.images is None:
             self.images = np.zeros((0, *batch.shape[1:]), np.uint8)
         if self.images.shape[1:] != batch.shape[1:]:
-            raise ValueError(f"replay images are {self.images.shape[1:]}, new chunk is {batch.shape[1:]}: "
+            raise ConfigError(f"replay images are {self.images.shape[1:]}, new chunk is {batch.shape[1:]}: "
                              "continual steps must share img_size and crop_pct")
         fill = min(self.capacity - len(self.images), len(batch))
         if fill > 0:
@@ -45,16 +47,15 @@ class Reservoir:
                 self.images[j] = batch[k]
         self.seen += len(batch)
 
-    def save(self, run_dir: Path, name: str = REPLAY_FILE) -> Path:
+    def save(self, run_dir: Path, name: str = REPLAY) -> Path:
         path = Path(run_dir) / name
-        tmp = path.with_name(path.stem + ".tmp.npz")
         images = self.images if self.images is not None else np.zeros((0, 1, 1, 3), np.uint8)
-        np.savez(tmp, images=images, seen=np.int64(self.seen), capacity=np.int64(self.capacity))
-        tmp.replace(path)
+        with atomic_path(path, ".tmp.npz") as tmp:  # np.savez adds .npz to any other name
+            np.savez(tmp, images=images, seen=np.int64(self.seen), capacity=np.int64(self.capacity))
         return path
 
     @classmethod
-    def load(cls, run_dir: Path, capacity: int | None = None, seed: int = 0, name: str = REPLAY_FILE,
+    def load(cls, run_dir: Path, capacity: int | None = None, seed: int = 0, name: str = REPLAY,
              ) -> "Reservoir":
         path = Path(run_dir) / name
         rng = np.random.default_rng(seed)

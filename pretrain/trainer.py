@@ -1,26 +1,18 @@
 """The training loop: data on the device, batched augmentation, checkpoints, logs, outputs.
 
-RUN_DIR layout (the contract with export/ and the zoo):
-    config.yaml      resolved PretrainConfig
-    data.json        the training/eval sources and the exact training files
-    checkpoint.pt    last completed epoch (atomic): model, bank, optimizer, schedule, RNG
-    log.csv          one row per epoch
-    backbone/        timm-native config.json + model.safetensors (written at the end)
-    metrics.json     written last: its presence means the run completed
+What it writes into RUN_DIR, and when (config.yaml first, metrics.json last): zoo/layout.py.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
-import os
 import resource
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,74 +23,37 @@ from torch import nn
 from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
 from pretrain.budget import TIMED_STEPS, WARMUP_STEPS, BudgetPlan, plan_epochs
+from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
-from pretrain.data import (Split, atomic_write_text, load_knn_bank, load_split, load_train_split, preprocess_of,
-                           write_data_record)
-from pretrain.distributed import sync_batchnorm
+from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
+from pretrain.distributed import Gather, init_distributed, select_device, sync_batchnorm
 from pretrain.evaluate import knn_protocol
-from pretrain.methods import Method, build_method
-from pretrain.methods.base import Gather
+from pretrain.methods import Method, build_method, describe_method
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.modules.regularizers import AnchorPenalty
+from pretrain.preprocess import center_crop_normalize
 from zoo import datasets
 from zoo.backbones import create_backbone, embedding_dim, small_stem_name
+from zoo.errors import ConfigError, EdgezooError, RunDirError
+from zoo.fsutil import atomic_path, atomic_write_json, atomic_write_text
+from zoo.layout import CONFIG, REPLAY_IN, RunDir
 from zoo.timm_files import make_config, save_backbone
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "knn_top1", "rankme", "wall_time_s")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(EdgezooError):
     """Training diverged; the last good checkpoint is left untouched."""
-
-
-class RunDirError(RuntimeError):
-    """RUN_DIR is in a state that does not fit the request (exists, incomplete, ...)."""
-
-
-# --- devices and distributed --------------------------------------------------------------------------
-
-def select_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@dataclass
-class DistInfo:
-    world_size: int = 1
-    rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """torchrun sets WORLD_SIZE/RANK; gloo on CPU, nccl on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_world_size(), dist.get_rank())
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temp file and rename: an interrupt never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Atomic: an interrupt never leaves a half-written checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -198,20 +153,61 @@ def peak_memory_mb(device: torch.device) -> float:
 
 # --- the trainer ----------------------------------------------------------------------------------------
 
+@dataclass
+class FitData:
+    """What a run trains on and is evaluated with (`Trainer._load_data`)."""
+
+    train: Split
+    test: Split | None  # the labelled eval split, when there is one
+    bank: Split | None  # the kNN bank, on rank 0 only
+    source: continual.Source | None  # --resume-from
+    replayed: np.ndarray | None  # the source's replayed images
+    pixels: np.ndarray  # the training images: train, then replayed; (N, R, R, 3) uint8
+
+
+@dataclass
+class FitState:
+    """What fit()'s steps share: built by `_prepare`, advanced by `_train_epoch` and `_end_epoch`."""
+
+    method: Method
+    model: nn.Module  # the method, or its DistributedDataParallel wrapper
+    penalty: nn.Module | None
+    images: torch.Tensor  # `FitData.pixels` on the device, (N, 3, R, R) uint8
+    augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    shared: torch.Generator
+    local: torch.Generator
+    calibrate: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    per_rank: int
+    steps_per_epoch: int
+    epochs: int
+    t_budget: float  # when the time budget started
+    scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
+    compiled: CompileResult | None = None
+    calibration_s: float | None = None
+    plan: BudgetPlan | None = None
+    epoch: int = 0  # epochs completed
+    images_seen: int = 0
+    wall: float = 0.0
+    steps_run: int = 0  # by this process
+    t_timed: float = 0.0  # when the time budget's timed steps began
+    last_row: dict[str, Any] = field(default_factory=dict)
+
+
 class Trainer:
     """Runs one pretraining job into RUN_DIR; `fit()` returns metrics.json's content."""
 
     def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
+        self.run_dir = self.run.path
         self.resume = resume
         self.progress = progress
-        ckpt = self.run_dir / CHECKPOINT
         if resume:
-            if not (self.run_dir / "config.yaml").is_file():
-                raise RunDirError(f"{self.run_dir}: nothing to resume (no config.yaml)")
-            cfg = PretrainConfig.load(self.run_dir / "config.yaml")
-        elif ckpt.exists() or (self.run_dir / "metrics.json").exists():
+            if not self.run.config.is_file():
+                raise RunDirError(f"{self.run_dir}: nothing to resume (no {CONFIG})")
+            cfg = PretrainConfig.load(self.run.config)
+        elif self.run.pretrain_state() != "fresh":
             raise RunDirError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another --out")
         self.cfg = cfg
         self.device = select_device(cfg.device)
@@ -219,6 +215,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.preprocess = preprocess_of(cfg)
+        self.compile_result: CompileResult | None = None  # set by fit() under --compile
 
     # -- building blocks
     def _build(self, num_samples: int) -> Method:
@@ -242,6 +239,10 @@ class Trainer:
         """channels_last pays on CUDA and on the CPU (oneDNN convolutions: 1.2x faster steps on 2 cores)."""
         return self.cfg.channels_last and self.device.type in ("cuda", "cpu")
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch in the backbone's memory format."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _optimizer(self, method: Method) -> torch.optim.Optimizer:
         cfg = self.cfg
         params = [p for n, p in method.named_parameters() if p.requires_grad]
@@ -258,12 +259,6 @@ class Trainer:
 
         Centre crop and normalise, or one augmented view per image when `augment` is given.
         """
-        pre = self.preprocess
-        mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
-        r = images.shape[-1]
-        off = int(round((r - pre.img_size) / 2.0))
-
         world, rank = self.dist.world_size, self.dist.rank
 
         def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -274,13 +269,9 @@ class Trainer:
                 if world > 1:  # this rank's equal-sized shard (the last one padded by repeating rows)
                     per = -(-rows.numel() // world)
                     rows = torch.cat([rows, rows[-1:].expand(per * world - rows.numel())])[rank * per:(rank + 1) * per]
-                if augment is not None:
-                    x = augment(images[rows], generator)
-                else:
-                    x = images[rows][:, :, off:off + pre.img_size, off:off + pre.img_size]
-                    x = (x.float() / 255.0 - mean) / std
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = augment(images[rows], generator) if augment is not None else \
+                    center_crop_normalize(images[rows], self.preprocess)
+                x = self._layout(x)
                 with self._autocast():
                     yield x, rows
 
@@ -293,18 +284,49 @@ class Trainer:
     # -- evaluation
     def evaluate(self, backbone: nn.Module, bank: Split, test: Split | None) -> dict[str, float | None]:
         cfg = self.cfg
-        return knn_protocol(backbone, bank.images, bank.labels, test.images if test else None,
-                            test.labels if test else None, self.preprocess, cfg.knn_k, cfg.knn_t, self.device,
-                            amp=cfg.amp and self.device.type == "cuda")
+        with eager(backbone):
+            return knn_protocol(backbone, bank.images, bank.labels, test.images if test else None,
+                                test.labels if test else None, self.preprocess, cfg.knn_k, cfg.knn_t, self.device,
+                                amp=cfg.amp and self.device.type == "cuda")
 
-    # -- the loop
+    def _compile(self, method: Method, images: torch.Tensor, augment: Callable, per_rank: int) -> CompileResult:
+        """torch.compile the backbone, probed with views of a training batch (eager if that fails)."""
+        gen = torch.Generator(device=self.device).manual_seed(0)  # the run's own generators stay untouched
+        views = [self._layout(augment(images[:per_rank], gen)) for _ in range(method.num_views)]
+
+        def probe() -> None:
+            with self._autocast():
+                loss = sum(method.backbone(v).float().square().mean() for v in views)
+            loss.backward()
+
+        result = compile_backbone(method.backbone, self.cfg.compile_mode, probe)
+        self.compile_result = result
+        return result
+
+    # -- the loop: fit() in named steps
     def fit(self) -> dict[str, Any]:
-        cfg, run_dir, dev = self.cfg, self.run_dir, self.device
-        main = self.dist.is_main
         t_fit = time.perf_counter()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if main and not self.resume:
-            cfg.save(run_dir / "config.yaml")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main and not self.resume:
+            self.cfg.save(self.run.config)
+        data = self._load_data()
+        st = self._prepare(data)
+        with CheckpointWriter() as writer:
+            while st.epoch < st.epochs:
+                row = self._train_epoch(st, data)
+                self._end_epoch(st, data, row, writer)
+        if not self.dist.is_main:
+            return {}
+        if data.source is not None:
+            continual.write_lineage(self.run_dir, data.source, self.cfg.to_dict(), len(data.train.images),
+                                    0 if data.replayed is None else len(data.replayed))
+        return self._finish(st.method, st.last_row, st.epochs, st.plan, st.images_seen, st.wall,
+                            len(data.bank.images) if data.bank is not None else None, time.perf_counter() - t_fit)
+
+    def _load_data(self) -> FitData:
+        """Decode the training split (with the continual source's replayed images), the test split and the kNN
+        bank; record them in data.json and carry the replay reservoir forward."""
+        cfg, run_dir, main = self.cfg, self.run_dir, self.dist.is_main
         train = load_train_split(cfg, self.preprocess)
         eval_spec = cfg.eval_data or datasets.eval_spec(cfg.data)
         test = load_split(eval_spec, self.preprocess) if eval_spec and train.files.labels is not None else None
@@ -315,151 +337,156 @@ class Trainer:
         if main and cfg.replay > 0:
             continual.carry_reservoir(run_dir, source, cfg.replay, train.images, cfg.seed, self.resume)
         pixels = train.images if replayed is None else np.concatenate([train.images, replayed])
-        n = len(pixels)
-        log.info("training on %d images from %s (%s)%s, eval: %s", n, train.files.root, cfg.data,
+        log.info("training on %d images from %s (%s)%s, eval: %s", len(pixels), train.files.root, cfg.data,
                  f" + {len(replayed)} replayed" if replayed is not None else "", eval_spec or "none")
-
         bank = load_knn_bank(cfg, self.preprocess) if main else None
+        return FitData(train, test, bank, source, replayed, pixels)
+
+    def _prepare(self, data: FitData) -> FitState:
+        """Build the method (and penalty), optimizer and schedule; resume the checkpoint or calibrate; compile;
+        wrap in DDP; start (or trim) log.csv."""
+        cfg, dev, world = self.cfg, self.device, self.dist.world_size
         # The time budget starts here: unpacking and decoding the data (a fresh clone's one-time cost,
         # seconds once cached) would otherwise make the same recipe train fewer epochs the first time.
         t_budget = time.perf_counter()
+        n = len(data.pixels)
         method = self._build(n)
         penalty = None
-        if source is not None:
-            continual.load_start_weights(method, source)
-            penalty = self._penalty(method, source, train)
-        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(dev)
+        if data.source is not None:
+            continual.load_start_weights(method, data.source)
+            penalty = self._penalty(method, data.source, data.train)
+        images = torch.from_numpy(data.pixels).permute(0, 3, 1, 2).contiguous().to(dev)
         augment = build_augment(AugmentParams.from_config(cfg, self.preprocess.mean, self.preprocess.std), cfg.augment)
-        optimizer = self._optimizer(method)
-        per_rank = max(2, min(cfg.batch_size, n) // self.dist.world_size)
-        steps_per_epoch = max(1, n // (per_rank * self.dist.world_size))
-        epochs = cfg.epochs  # a time budget lowers it once the first steps are timed
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: cosine_lr(s, steps_per_epoch * epochs, cfg.warmup_epochs * steps_per_epoch))
+        per_rank = max(2, min(cfg.batch_size, n) // world)
         # shared: identical on every rank (data order, bank negatives); local: per rank (augmentation, CutMix).
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
-        start_epoch, images_seen, wall = 0, 0, 0.0
-        plan: BudgetPlan | None = None
-        calibrate = self._calibration_batches(images, 2 * cfg.batch_size,
-                                       augment if cfg.calibrate_view == "augmented" else None, local)
-        ckpt_path = run_dir / CHECKPOINT
-        if self.resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            method.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            shared.set_state(state["shared_rng"])
-            local.set_state(state["local_rng"][self.dist.rank] if isinstance(state["local_rng"], list)
-                            else state["local_rng"])
-            start_epoch, images_seen, wall = state["epoch"], state["images_seen"], state["wall_time_s"]
-            if state.get("budget_plan"):
-                plan = BudgetPlan(**state["budget_plan"])
-                epochs = plan.epochs
-            log.info("resumed %s at epoch %d", run_dir, start_epoch)
-        else:
-            t0 = time.perf_counter()
-            method.setup(calibrate)
-            wall += time.perf_counter() - t0
-        calibration_s = wall if start_epoch == 0 and cfg.calibrate else None
-        if cfg.compile:
-            method.backbone.compile()
-        model: nn.Module = method
-        if self.dist.world_size > 1:
+        st = FitState(method=method, model=method, penalty=penalty, images=images, augment=augment,
+                      optimizer=self._optimizer(method), shared=shared, local=local,
+                      calibrate=self._calibration_batches(images, 2 * cfg.batch_size,
+                                                          augment if cfg.calibrate_view == "augmented" else None,
+                                                          local),
+                      per_rank=per_rank, steps_per_epoch=max(1, n // (per_rank * world)),
+                      epochs=cfg.epochs,  # a time budget lowers it once the first steps are timed
+                      t_budget=t_budget)
+        warmup_steps = cfg.warmup_epochs * st.steps_per_epoch
+        st.scheduler = torch.optim.lr_scheduler.LambdaLR(  # follows st.epochs when the time budget sets it
+            st.optimizer, lambda s: cosine_lr(s, st.steps_per_epoch * st.epochs, warmup_steps))
+        self._resume_or_calibrate(st)
+        st.compiled = self._compile(method, images, augment, per_rank) if cfg.compile else None
+        if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # The bank is kept identical by all-gathers, not by DDP's buffer broadcast.
-            model = DDP(method, broadcast_buffers=False,
-                        device_ids=[dev.index] if dev.type == "cuda" else None)
+            st.model = DDP(method, broadcast_buffers=False, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if self.dist.is_main and st.epoch == 0:
+            atomic_write_text(self.run.log, ",".join(LOG_COLUMNS) + "\n")
+        elif self.dist.is_main:
+            trim_log(self.run.log, st.epoch)
+        return st
 
-        log_path = run_dir / "log.csv"
-        if main and start_epoch == 0:
-            atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
-        elif main:
-            trim_log(log_path, start_epoch)
-        metrics_row: dict[str, Any] = {}
-        steps_run, t_timed = 0, 0.0
-        with CheckpointWriter() as writer:
-            epoch = start_epoch
-            while epoch < epochs:
-                method.train()
-                t_epoch = time.perf_counter()
-                if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
-                    method.setup(calibrate)  # rows refreshed once per epoch lag a fast-moving network
-                perm = torch.randperm(n, device=dev, generator=shared)
-                loss_sum = torch.zeros((), device=dev)
-                bar = self._bar(epoch, epochs, steps_per_epoch)
-                for step in range(steps_per_epoch):
-                    if cfg.time_budget and plan is None and steps_run == WARMUP_STEPS:
-                        t_timed = self._now()
-                    start = step * per_rank * self.dist.world_size + self.dist.rank * per_rank
-                    idx = perm[start:start + per_rank]
-                    batch = images[idx]
-                    views = [augment(batch, local) for _ in range(method.num_views)]
-                    if self.channels_last:
-                        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                    with self._autocast():
-                        out = model(views, idx, shared, local)
-                    loss = out.loss if penalty is None else out.loss + penalty(method.backbone)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    loss_sum += out.loss.detach()
-                    if dev.type == "cpu" or (step + 1) % 50 == 0:
-                        self._check_finite(loss_sum, epoch, step)
-                    steps_run += 1
-                    if cfg.time_budget and plan is None and steps_run == WARMUP_STEPS + TIMED_STEPS:
-                        plan = self._plan(t_budget, t_timed, epoch * steps_per_epoch + step + 1, steps_per_epoch,
-                                          calibration_s, n, per_rank, bank, test)
-                        epochs = plan.epochs
-                    if bar is not None:
-                        bar.update(1)
-                        elapsed = time.perf_counter() - t_epoch
-                        bar.set_postfix_str(f"{(step + 1) * per_rank * self.dist.world_size / elapsed:.0f} img/s")
-                if bar is not None:
-                    bar.close()
-                self._check_finite(loss_sum, epoch, steps_per_epoch - 1)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                epoch_time = time.perf_counter() - t_epoch
-                wall += epoch_time
-                images_seen += steps_per_epoch * per_rank * self.dist.world_size
-                row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch,
-                                       "lr": scheduler.get_last_lr()[0],
-                                       "images_per_s": steps_per_epoch * per_rank * self.dist.world_size / epoch_time,
-                                       "knn_top1": None, "rankme": None, "wall_time_s": wall}
-                last = epoch + 1 == epochs
-                if main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-                    row.update(self.evaluate(method.backbone, bank, test))
-                metrics_row = row
-                log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", epoch + 1, epochs, row["loss"], row["lr"],
-                         row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
-                if main:
-                    writer.submit(ckpt_path, {
-                        "epoch": epoch + 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "shared_rng": shared.get_state(),
-                        "local_rng": self._gather_rng(local), "images_seen": images_seen, "wall_time_s": wall,
-                        "budget_plan": plan.as_dict() if plan else None,
-                    }, log_path, row)
-                elif self.dist.world_size > 1:
-                    self._gather_rng(local)
-                epoch += 1
-        if not main:
-            return {}
-        if source is not None:
-            continual.write_lineage(run_dir, source, cfg.to_dict(), len(train.images),
-                                    0 if replayed is None else len(replayed))
-        return self._finish(method, metrics_row, epochs, plan, images_seen, wall,
-                            len(bank.images) if bank is not None else None, time.perf_counter() - t_fit)
+    def _resume_or_calibrate(self, st: FitState) -> None:
+        """Under --resume, the state of the last checkpoint; else the method's setup (calibration), timed."""
+        path = self.run.checkpoint
+        if self.resume and path.exists():
+            state = load_checkpoint(path)
+            st.method.load_state_dict(state["model"])
+            st.optimizer.load_state_dict(state["optimizer"])
+            st.scheduler.load_state_dict(state["scheduler"])
+            st.shared.set_state(state["shared_rng"])
+            st.local.set_state(state["local_rng"][self.dist.rank] if isinstance(state["local_rng"], list)
+                               else state["local_rng"])
+            st.epoch, st.images_seen, st.wall = state["epoch"], state["images_seen"], state["wall_time_s"]
+            if state.get("budget_plan"):
+                st.plan = BudgetPlan(**state["budget_plan"])
+                st.epochs = st.plan.epochs
+            log.info("resumed %s at epoch %d", self.run_dir, st.epoch)
+        else:
+            t0 = time.perf_counter()
+            st.method.setup(st.calibrate)
+            st.wall += time.perf_counter() - t0
+        st.calibration_s = st.wall if st.epoch == 0 and self.cfg.calibrate else None
+
+    def _checkpoint_state(self, st: FitState) -> dict[str, Any]:
+        """What `_resume_or_calibrate` restores (every rank's augmentation RNG: a collective call)."""
+        return {"epoch": st.epoch + 1, "model": st.method.state_dict(), "optimizer": st.optimizer.state_dict(),
+                "scheduler": st.scheduler.state_dict(), "shared_rng": st.shared.get_state(),
+                "local_rng": self._gather_rng(st.local), "images_seen": st.images_seen, "wall_time_s": st.wall,
+                "budget_plan": st.plan.as_dict() if st.plan else None}
+
+    def _train_epoch(self, st: FitState, data: FitData) -> dict[str, Any]:
+        """One epoch's steps (a time budget is planned after its first timed steps); the epoch's log row."""
+        cfg, dev, epoch = self.cfg, self.device, st.epoch
+        images_per_step = st.per_rank * self.dist.world_size
+        st.method.train()
+        t_epoch = time.perf_counter()
+        if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
+            st.method.setup(st.calibrate)  # rows refreshed once per epoch lag a fast-moving network
+        perm = torch.randperm(len(data.pixels), device=dev, generator=st.shared)
+        loss_sum = torch.zeros((), device=dev)
+        bar = self._bar(epoch, st.epochs, st.steps_per_epoch)
+        for step in range(st.steps_per_epoch):
+            if cfg.time_budget and st.plan is None and st.steps_run == WARMUP_STEPS:
+                st.t_timed = self._now()
+            start = step * images_per_step + self.dist.rank * st.per_rank
+            loss_sum += self._train_step(st, perm[start:start + st.per_rank])
+            if dev.type == "cpu" or (step + 1) % 50 == 0:
+                self._check_finite(loss_sum, epoch, step)
+            st.steps_run += 1
+            if cfg.time_budget and st.plan is None and st.steps_run == WARMUP_STEPS + TIMED_STEPS:
+                st.plan = self._plan(st.t_budget, st.t_timed, epoch * st.steps_per_epoch + step + 1,
+                                     st.steps_per_epoch, st.calibration_s, len(data.pixels), st.per_rank, data.bank,
+                                     data.test)
+                st.epochs = st.plan.epochs
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{(step + 1) * images_per_step / (time.perf_counter() - t_epoch):.0f} img/s")
+        if bar is not None:
+            bar.close()
+        self._check_finite(loss_sum, epoch, st.steps_per_epoch - 1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        epoch_time = time.perf_counter() - t_epoch
+        st.wall += epoch_time
+        st.images_seen += st.steps_per_epoch * images_per_step
+        return {"epoch": epoch + 1, "loss": float(loss_sum) / st.steps_per_epoch, "lr": st.scheduler.get_last_lr()[0],
+                "images_per_s": st.steps_per_epoch * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
+                "wall_time_s": st.wall}
+
+    def _train_step(self, st: FitState, idx: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on the images `idx`; the method's loss (without the penalty), detached."""
+        batch = st.images[idx]
+        step_begin(st.compiled)
+        views = [self._layout(st.augment(batch, st.local)) for _ in range(st.method.num_views)]
+        with self._autocast():
+            out = st.model(views, idx, st.shared, st.local)
+        loss = out.loss if st.penalty is None else out.loss + st.penalty(st.method.backbone)
+        st.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        st.optimizer.step()
+        st.scheduler.step()
+        return out.loss.detach()
+
+    def _end_epoch(self, st: FitState, data: FitData, row: dict[str, Any], writer: CheckpointWriter) -> None:
+        """Evaluate when due (rank 0), log, and hand the checkpoint and log row to the writer."""
+        cfg, main = self.cfg, self.dist.is_main
+        last = st.epoch + 1 == st.epochs
+        if main and (last or (cfg.eval_every and (st.epoch + 1) % cfg.eval_every == 0)):
+            row.update(self.evaluate(st.method.backbone, data.bank, data.test))
+        st.last_row = row
+        log.info("epoch %d/%d loss %.4f lr %.4f %.0f img/s%s", st.epoch + 1, st.epochs, row["loss"], row["lr"],
+                 row["images_per_s"], f" knn {row['knn_top1']:.4f}" if row["knn_top1"] is not None else "")
+        if main:
+            writer.submit(self.run.checkpoint, self._checkpoint_state(st), self.run.log, row)
+        elif self.dist.world_size > 1:
+            self._gather_rng(st.local)
+        st.epoch += 1
 
     def _penalty(self, method: Method, source: "continual.Source", train: Split) -> nn.Module | None:
         """L2-SP or MAS toward the starting backbone (built before any checkpoint is loaded)."""
         cfg = self.cfg
         if not cfg.reg or cfg.reg_weight <= 0:
             return None
-        if cfg.reg not in ("l2sp", "mas"):
-            raise ValueError(f"--reg must be l2sp or mas, got {cfg.reg!r}")
         importance = None
         if cfg.reg == "mas":
             prev = self._previous_chunk(source, train)
@@ -472,10 +499,10 @@ class Trainer:
         if source.run_dir is not None and last.get("data"):
             return load_split(last["data"], self.preprocess, last.get("max_images"),
                               int(source.config.get("seed", 0))).images
-        replay = continual.Reservoir.load(self.run_dir, name=continual.REPLAY_IN_FILE)
+        replay = continual.Reservoir.load(self.run_dir, name=REPLAY_IN)
         if len(replay):
             return replay.images
-        raise ValueError(f"{source.spec}: no earlier images to estimate MAS importance on; use --reg l2sp")
+        raise ConfigError(f"{source.spec}: no earlier images to estimate MAS importance on; use --reg l2sp")
 
     def _now(self) -> float:
         """A wall-clock reading after the device has finished the work queued so far."""
@@ -523,7 +550,7 @@ class Trainer:
         if not bool(torch.isfinite(loss_sum)):
             raise NonFiniteLossError(
                 f"loss became non-finite at epoch {epoch + 1}, step {step + 1}: training stopped. "
-                f"The last good checkpoint ({self.run_dir / CHECKPOINT}, if any) is intact; "
+                f"The last good checkpoint ({self.run.checkpoint}, if any) is intact; "
                 "lower --lr or check the data, then --resume.")
 
     def _bar(self, epoch: int, epochs: int, total: int):
@@ -541,9 +568,9 @@ class Trainer:
         config = make_config(arch, method.embed_dim, self.preprocess,
                              fixed_input_size=bool(getattr(backbone, "pretrained_cfg", {}).get("fixed_input_size")),
                              extra={"method": cfg.method, "epochs": epochs, "data": cfg.data})
-        save_backbone(backbone, self.run_dir / "backbone", config)
+        save_backbone(backbone, self.run.backbone, config)
         metrics = {
-            "method": cfg.method, "model": cfg.model, "architecture": arch, "small_stem": cfg.small_stem,
+            "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch, "small_stem": cfg.small_stem,
             "img_size": cfg.img_size, "epochs": epochs, "batch_size": cfg.batch_size,
             "time_budget": plan.as_dict() if plan else None,
             "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),
@@ -555,6 +582,7 @@ class Trainer:
             "knn_top1": last_row.get("knn_top1"), "knn_bank": knn_bank, "rankme": last_row.get("rankme"),
             "embed_dim": method.embed_dim, "final_loss": last_row.get("loss"),
             "torch_version": torch.__version__,
+            "compile": self.compile_result.as_dict() if self.compile_result else None,
         }
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(self.run.metrics, metrics)
         return metrics

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data="cifar10", model="mobilenetv3_small_050", small_stem=True, img_size=32, max_images=64, epochs=2,
             batch_size=32, proj_hidden_dim=128, proj_dim=64, num_negatives=32, threads=2, eval_max_train=64)
 EVAL_PER_CLASS = 26  # 260 images: the export validator wants at least 256
-from zoo.hub_server import stop_process, wait_port
+
+# benchmarks/ is not an installed package: the clone's root goes on the path (last) for its server helpers.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+from benchmarks.servers import free_port, stop_process, wait_port  # noqa: E402
 
 
 def small_eval_folder(cifar_root: Path, dest: Path) -> Path:
@@ -92,13 +95,6 @@ def run_embeddings(run_dir: Path, images: list[Path]) -> np.ndarray:
 
 
 # --- servers --------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 
 def olah_config(mirror_dir: Path, scratch: Path, port: int) -> str:
     """olah.toml serving `mirror_dir` (a local hub) read-only and offline on 127.0.0.1:`port`."""

@@ -93,11 +93,20 @@ def test_jitter_brightness_spread_matches():
 
 
 def test_batched_output_shape_and_blur_path():
-    p = _params(img_size=96, blur_p=1.0)
+    """With blur_p 1 every sample is the unblurred view (the same draws: blur draws last) after torchvision's
+    Gaussian blur of the same sigma and kernel; at 96 px blur is on by default."""
+    import torchvision.transforms.v2.functional as TF
+
     x = torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8)
-    y = BatchAugment(p)(x, torch.Generator().manual_seed(0))
-    assert y.shape == (4, 3, 96, 96) and torch.isfinite(y).all()
-    assert math.isclose(p.blur_p, 1.0)
+    assert math.isclose(_params(img_size=96).blur_p, 0.5)
+    sigma = 1.0
+    plain, blurred = (BatchAugment(_params(img_size=96, blur_p=p, blur_sigma=(sigma, sigma)))(
+        x, torch.Generator().manual_seed(0)) for p in (0.0, 1.0))
+    assert blurred.shape == plain.shape == (4, 3, 96, 96) and torch.isfinite(blurred).all()
+    size = 2 * math.ceil(3 * sigma) + 1  # the kernel PerImageAugment gives torchvision
+    expect = TF.gaussian_blur(plain, [size, size], [sigma, sigma])  # normalising commutes with a blur
+    assert (blurred - plain).abs().mean() > 0.1  # random pixels: a blur changes them a lot
+    torch.testing.assert_close(blurred, expect, atol=1e-4, rtol=0)
 
 
 def test_batched_jitter_equals_torchvision_ops_in_each_samples_order():

@@ -8,6 +8,7 @@ import timm
 import torch
 
 from zoo.backbones import SMALL_STEM_BASES, create_backbone, embedding_dim
+from zoo.errors import ConfigError
 from zoo.preprocess import Preprocess
 from zoo.timm_files import load_backbone, make_config, read_config, save_backbone
 
@@ -51,9 +52,9 @@ def test_save_and_load_round_trip(tmp_path):
 def test_unknown_model_is_a_clear_error():
     import pytest
 
-    with pytest.raises(ValueError, match="unknown timm model"):
+    with pytest.raises(ConfigError, match="unknown timm model"):
         create_backbone("resnet9000")
-    with pytest.raises(ValueError, match="small stem supports"):
+    with pytest.raises(ConfigError, match="small stem supports"):
         create_backbone("vit_tiny_patch16_224", small_stem=True)
 
 

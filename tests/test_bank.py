@@ -78,14 +78,15 @@ def test_bank_momentum_zero_replaces_rows_and_grad_rule_needs_an_explicit_step()
     import pytest
 
     from pretrain.config import build_config
+    from zoo.errors import ConfigError
 
     cfg = build_config(bank_momentum=0.0)  # ema with m = 0: the row becomes the new feature
     bank = MemoryBank(4, 3, update=cfg.bank_update, momentum=cfg.bank_momentum)
     z = F.normalize(torch.randn(2, 3), dim=1)
     bank.update(torch.tensor([1, 3]), z)
     assert torch.allclose(bank.weight[torch.tensor([1, 3])], z, atol=1e-6)
-    with pytest.raises(ValueError, match="set bank_lr"):
+    with pytest.raises(ConfigError, match="set bank_lr"):
         build_config(bank_momentum=0.0, bank_update="grad")
     assert build_config(bank_momentum=0.0, bank_update="grad", bank_lr=0.5).effective_bank_lr == 0.5
-    with pytest.raises(ValueError, match="bank_momentum"):
+    with pytest.raises(ConfigError, match="bank_momentum"):
         build_config(bank_momentum=1.0)

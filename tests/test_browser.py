@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from test_demo import gallery, index_dir, published, served  # noqa: F401 - fixtures shared with the demo tests
-
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -51,7 +49,7 @@ def browser(tmp_path_factory):
         driver.quit()
 
 
-def test_upload_an_image_and_see_the_results(browser, served, gallery, tmp_path):  # noqa: F811
+def test_upload_an_image_and_see_the_results(browser, served, gallery, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -85,7 +83,7 @@ def test_upload_an_image_and_see_the_results(browser, served, gallery, tmp_path)
     browser.save_screenshot(str(tmp_path / "demo-embedding.png"))
 
 
-def test_pick_a_gallery_image_as_the_query(browser, served, gallery):  # noqa: F811
+def test_pick_a_gallery_image_as_the_query(browser, served, gallery):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait

@@ -7,7 +7,9 @@ import pytest
 
 from pretrain.budget import FINISH_S, TIMED_STEPS, WARMUP_STEPS, fit_seconds, plan_epochs
 from pretrain.config import PretrainConfig, build_config
-from pretrain.trainer import CHECKPOINT, Trainer, load_checkpoint
+from pretrain.trainer import Trainer, load_checkpoint
+from zoo.errors import ConfigError
+from zoo.layout import CHECKPOINT
 
 TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=256, batch_size=32,
             proj_hidden_dim=64, proj_dim=32, num_negatives=64, threads=1, eval_max_train=256, proj_out_bn=True)
@@ -33,7 +35,7 @@ def test_plan_never_ends_before_the_epoch_in_progress():
 
 
 def test_budget_must_be_positive():
-    with pytest.raises(ValueError, match="time_budget"):
+    with pytest.raises(ConfigError, match="time_budget"):
         PretrainConfig(time_budget=0)
 
 

@@ -1,5 +1,6 @@
 """Continual pretraining: replay reservoir (uniform, survives interrupts), regularisers, lineage."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -7,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pretrain.config import build_config
-from pretrain.continual import LINEAGE_FILE, REPLAY_IN_FILE, inherited_config
+from pretrain.continual import inherited_config
 from pretrain.modules.regularizers import AnchorPenalty, mas_importance, scale_to_unit_max
 from pretrain.replay import Reservoir
-from pretrain.trainer import CHECKPOINT, Trainer, load_checkpoint
+from pretrain.trainer import Trainer, load_checkpoint
+from zoo.layout import CHECKPOINT, LINEAGE, REPLAY_IN
 
 
 def _ids(n: int, start: int) -> np.ndarray:
@@ -121,17 +124,28 @@ def test_second_step_replays_regularises_and_records_lineage(tmp_path, chunks, f
     assert inherited["model"] == "resnet18" and "data" not in inherited
     run = tmp_path / "step2"
     cfg = build_config(base=inherited, data=str(chunks[1]), resume_from=str(first_step), replay=40, reg="mas",
-                       reg_weight=1.0, epochs=2)
+                       reg_weight=10.0, epochs=2)
     metrics = Trainer(cfg, run, progress=False).fit()
     assert metrics["num_images"] == 96 + 40  # chunk + replayed images in the bank
-    replayed = Reservoir.load(run, name=REPLAY_IN_FILE)
+    replayed = Reservoir.load(run, name=REPLAY_IN)
     assert np.array_equal(replayed.images, Reservoir.load(first_step).images)
     carried = Reservoir.load(run)
     assert len(carried) == 40 and carried.seen == 96 + 96
-    lineage = json.loads((run / LINEAGE_FILE).read_text())
+    lineage = json.loads((run / LINEAGE).read_text())
     assert [step["data"] for step in lineage] == [str(chunks[0]), str(chunks[1])]
     assert lineage[1]["reg"] == "mas" and lineage[1]["from"] == str(first_step)
     assert (first_step / "mas_importance.safetensors").exists()
+    # The regulariser is in the loss: the same step without it ends farther from step 1 in MAS's own measure.
+    free = tmp_path / "step2-free"
+    Trainer(dataclasses.replace(cfg, reg=None, reg_weight=0.0), free, progress=False).fit()
+    importance = load_file(str(first_step / "mas_importance.safetensors"))
+    start = load_file(str(first_step / "backbone" / "model.safetensors"))
+
+    def mas_distance(run_dir: Path) -> float:
+        end = load_file(str(run_dir / "backbone" / "model.safetensors"))
+        return sum(float((imp * (end[n] - start[n]) ** 2).sum()) for n, imp in importance.items())
+
+    assert mas_distance(run) < 0.75 * mas_distance(free)  # 0.48 when written
 
 
 def test_interrupted_continual_step_resumes_with_the_same_reservoir(tmp_path, chunks, first_step, monkeypatch):
@@ -170,7 +184,7 @@ def test_continual_step_starts_from_a_published_model(tmp_path, tmp_path_factory
     from safetensors.torch import load_file
 
     from hubutil import tiny_exported_run
-    from zoo.hub import publish
+    from zoo.publish import publish
 
     published_run = tiny_exported_run(tmp_path_factory.getbasetemp() / "hub-tiny-run", cifar_root)
     hub_dir = tmp_path / "hub"
@@ -189,6 +203,6 @@ def test_continual_step_starts_from_a_published_model(tmp_path, tmp_path_factory
     after = load_file(str(run / "backbone" / "model.safetensors"))
     weights = [k for k in start if k.endswith(".weight") and start[k].ndim == 4]
     assert weights and all(torch.equal(start[k], after[k]) for k in weights)
-    lineage = json.loads((run / LINEAGE_FILE).read_text())
+    lineage = json.loads((run / LINEAGE).read_text())
     assert lineage[0]["model"] == "edgezoo/tiny-start" and lineage[-1]["from"] == "edgezoo/tiny-start"
     assert lineage[-1]["data"] == str(chunks[1])

@@ -1,14 +1,14 @@
 """The Gradio demo, headless: launched on 127.0.0.1 and queried through gradio_client.
 
-A gallery image used as the query comes back first with similarity ~1; a
-non-image, corrupt, empty or huge upload gets a readable error and the server
-goes on serving; nothing outside the gallery is served; the index is persisted.
+A gallery image used as the query comes back first with similarity ~1, the
+others scored as the published model scores them; a non-image, corrupt, empty
+or huge upload gets a readable error and the server goes on serving; nothing
+outside the gallery is served; the index is persisted.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -19,25 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_pipeline import REPO, pipeline_once
-
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 ROOT = Path(__file__).resolve().parents[1]
-GALLERY_SIZE = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory, cifar_root) -> dict:
-    """The session's `edgezoo run --no-serve` (tests/test_pipeline.py): a RUN_DIR published to a local hub."""
-    return pipeline_once(tmp_path_factory.getbasetemp() / "edgezoo-pipeline", cifar_root)
 
 
 @pytest.fixture(scope="module")
@@ -46,33 +31,8 @@ def run(published) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory, hymenoptera_root) -> Path:
-    """40 hymenoptera photos (20 ants, 20 bees), copied so the folder is the gallery's own."""
-    dest = tmp_path_factory.mktemp("gallery")
-    for cls in ("ants", "bees"):
-        (dest / cls).mkdir()
-        for src in sorted((hymenoptera_root / "val" / cls).iterdir())[:GALLERY_SIZE // 2]:
-            shutil.copy2(src, dest / cls / src.name)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("index")
-
-
-@pytest.fixture(scope="module")
-def served(published, gallery, index_dir):
-    """The demo as `edgezoo run` serves it: the published version, ONNX backend, from the local hub."""
-    from app.demo import create_app, start
-
-    app = create_app(f"{REPO}@{published['version']}", gallery, index_dir=index_dir,
-                     runs_dir=Path(published["run_dir"]).parent, hub_dir=published["hub_dir"])
-    blocks, url = start(app, "127.0.0.1", free_port(), concurrency=2)
-    try:
-        yield app, url
-    finally:
-        blocks.close()
+def gallery_size(gallery) -> int:
+    return sum(1 for p in gallery.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +50,28 @@ def _search(client, path: Path, k: int = 5) -> list[list]:
     return table["data"]
 
 
-def test_gallery_image_comes_back_first(served, client, gallery):
+def test_gallery_image_comes_back_first_scored_by_the_published_model(served, client, gallery, gallery_size,
+                                                                      published):
+    """A gallery image finds itself at similarity 1 with any network; the other scores are the published weights'
+    cosine similarities, recomputed here with the torch backbone (a random or wrong network gives others)."""
+    from gradio_client import handle_file
+
+    from zoo.pretrained import from_pretrained
+
     app, _ = served
-    assert len(app.gallery_paths) == GALLERY_SIZE
+    assert len(app.gallery_paths) == gallery_size
+    torch_model = from_pretrained(published["repo_id"], published["version"], backend="torch",
+                                  hub_dir=published["hub_dir"])
     for path in (sorted((gallery / "ants").iterdir())[3], sorted((gallery / "bees").iterdir())[7]):
         rows = _search(client, path, k=5)
         assert len(rows) == 5
         rank, name, score = rows[0]
         assert name == path.relative_to(gallery).as_posix() and score >= 0.999
         assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+        emb = torch_model.embed([path, *(gallery / r[1] for r in rows)])
+        np.testing.assert_allclose([r[2] for r in rows], emb[1:] @ emb[0], atol=2e-4)  # shown to 4 decimals
+        served_emb = client.predict(handle_file(str(path)), api_name="/embed")["embedding"]
+        np.testing.assert_allclose(served_emb, emb[0], atol=1e-3)
 
 
 def _error_message(client, path: Path) -> str:
@@ -138,15 +111,15 @@ def test_embed_endpoint(client, gallery):
     assert out["dim"] == len(out["embedding"]) and out["norm"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_model_picker_offers_local_runs_and_the_zoo_and_switches(served, run, gallery):
+def test_model_picker_offers_local_runs_and_the_zoo_and_switches(served, run, gallery, gallery_size, published):
     from gradio_client import Client
 
     app, url = served
     specs = [spec for _, spec in app.choices]
-    assert specs[0] == f"{REPO}@v1" and str(run) in specs
+    assert specs[0] == f"{published['repo_id']}@v1" and str(run) in specs
     client = Client(url, verbose=False, download_files=False, analytics_enabled=False)  # its own session
     status = client.predict(str(run), api_name="/switch_model")  # the session's state changes too (not returned)
-    assert str(run) in status and "model.onnx" in status and f"{GALLERY_SIZE} images" in status
+    assert str(run) in status and "model.onnx" in status and f"{gallery_size} images" in status
     # the labelled gallery is scored: this model, its architecture at random init, chance
     assert "kNN top-1" in status and "random-init network" in status and "chance 48.7%" in status
     query = sorted((gallery / "bees").iterdir())[2]
@@ -180,7 +153,7 @@ def test_index_is_persisted_and_reused(served, published, gallery, index_dir):
     from app.demo import create_app
 
     app, _ = served
-    assert app.default == f"{REPO}@v1"
+    assert app.default == f"{published['repo_id']}@v1"
     first = app.served(app.default).gallery
     assert first.stem is not None and first.stem.with_name(first.stem.name + ".npy").is_file()
     again = create_app(app.default, gallery, index_dir=index_dir, runs_dir=None, hub_dir=published["hub_dir"])
@@ -190,7 +163,7 @@ def test_index_is_persisted_and_reused(served, published, gallery, index_dir):
 
 
 def test_served_paths_allow_symlinked_files_not_their_folders(tmp_path, gallery):
-    from app.demo import served_paths
+    from app.demo.view import served_paths
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

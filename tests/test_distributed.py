@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from pretrain.trainer import CHECKPOINT, load_checkpoint
+from pretrain.trainer import load_checkpoint
+from zoo.layout import CHECKPOINT
 
 # Deterministic views (full-image crop, no jitter/gray/flip/CutMix) so that both runs see the same
 # pixels; everything else is the real method: calibration, K negatives, SqrtKL, the grad bank update.

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from zoo.edge import (EdgeEmbedder, ExportNotValidatedError, InputSizeError, ModelFileError, file_record,
-                      read_validation, write_preprocess)
+from zoo.edge import (EdgeEmbedder, ExportNotValidatedError, InputSizeError, ModelFileError, read_validation,
+                      write_preprocess)
 from zoo.images import ImageError, find_images
+from zoo.manifest import file_record, sha256_file
 from zoo.preprocess import Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,3 +202,20 @@ def test_read_validation_refuses_missing_failed_and_changed_exports(tmp_path):
     with pytest.raises(ExportNotValidatedError, match="fp32_min_cosine"):
         read_validation(tmp_path, verify_files=False)
     assert read_validation(tmp_path, require_passed=False, verify_files=False)["passed"] is False
+
+
+def test_validation_written_before_the_one_record_shape_still_verifies(tmp_path):
+    """Exports validated (and repos published) before the records became ``{sha256, size}`` listed their files as
+    ``{bytes, sha256}``: they still verify, and a changed file is still refused."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights")
+    assert file_record(model) == {"sha256": sha256_file(model), "size": 7}  # what new reports write
+    report = {"passed": True, "checks": [], "files": {"model.onnx": {"bytes": 7, "sha256": sha256_file(model)}}}
+    (tmp_path / "validation.json").write_text(json.dumps(report))
+    assert read_validation(tmp_path)["passed"] is True
+    model.write_bytes(b"weightz")  # same size, other content
+    with pytest.raises(ExportNotValidatedError, match="changed since validation"):
+        read_validation(tmp_path)
+    model.write_bytes(b"weights, longer")
+    with pytest.raises(ExportNotValidatedError, match="changed since validation"):
+        read_validation(tmp_path)

@@ -2,20 +2,19 @@
 
 Python hands such a name over as a surrogate-escaped str ('caf\\udce9.jpg') that
 str.encode(), gradio and JSON encoders refuse. Pretraining's decode cache and the
-demo's gallery must take the file like any other.
+demo's gallery must take the file like any other. Also zoo.fsutil's other job: atomic writes.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zoo.fsutil import is_utf8, printable_name
+from zoo.fsutil import atomic_path, atomic_write_text, is_utf8, printable_name
 from zoo.images import as_rgb_image
 
 NAME = os.fsdecode(b"caf\xe9.jpg")  # 'caf\udce9.jpg' on a UTF-8 file system
@@ -41,6 +40,20 @@ def test_printable_name():
     assert printable_name(NAME) == SHOWN and printable_name("café/ok.jpg") == "café/ok.jpg"
 
 
+def test_atomic_writes_replace_whole_files_and_leave_nothing_behind(tmp_path):
+    target = tmp_path / NAME  # a name that is not UTF-8 is no different
+    atomic_write_text(target, "first")
+    with atomic_path(target, ".tmp.npz") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".tmp.npz") and not tmp.exists()
+        tmp.write_text("second")
+        assert target.read_text() == "first"  # a reader sees the old file until the block ends
+    assert target.read_text() == "second"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "second" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_pretrain_decode_cache_takes_the_file(folder):
     from pretrain.data import load_split
     from zoo.preprocess import Preprocess
@@ -63,17 +76,13 @@ def _embed(items) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_demo_gallery_lists_searches_and_serves_the_file(folder, tmp_path):
     pytest.importorskip("gradio")
     from gradio_client import Client, handle_file
 
-    from app.demo import DemoApp, DemoModel, gallery_images, start
+    from app.demo.model import DemoModel, gallery_images
+    from app.demo.view import DemoApp, start
+    from hubutil import free_port
 
     model = DemoModel("fake", _embed, 6, {"name": "fake"}, "colour statistics")
 
@@ -90,7 +99,7 @@ def test_demo_gallery_lists_searches_and_serves_the_file(folder, tmp_path):
     assert SHOWN in picks and is_utf8(picks[SHOWN])
     assert Path(picks[SHOWN]).read_bytes() == (folder / NAME).read_bytes()  # what gradio gets shows the photo
 
-    blocks, url = start(demo, "127.0.0.1", _free_port())  # builds the picker gallery: gradio copies every pick
+    blocks, url = start(demo, "127.0.0.1", free_port())  # builds the picker gallery: gradio copies every pick
     try:
         query = tmp_path / "query.jpg"  # the same photo, uploaded under a plain name
         shutil.copy2(folder / NAME, query)

@@ -25,9 +25,13 @@ import yaml
 
 from hubutil import ROOT, fail_validation, run_embeddings, sample_images, tiny_exported_run
 from zoo.card import card_context, render_card
-from zoo.hub import (HubError, LocalHub, PublishRefused, UnknownRepoError, UnknownRevisionError, check_repo_path,
-                     check_run, next_version, publish)
-from zoo.manifest import MANIFEST_NAME, ChecksumError, sha256_file
+from zoo.hub import (HubError, PublishRefused, UnknownRepoError, UnknownRevisionError, check_repo_path,
+                     next_version)
+from zoo.hub_local import LocalHub, scratch_dir
+from zoo.publish import publish
+from zoo.runfiles import check_run
+from zoo.layout import MANIFEST as MANIFEST_NAME
+from zoo.manifest import ChecksumError, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +195,18 @@ def test_tampered_files_fail_the_checksum_and_name_the_file(run, tmp_path):
 # Publishes, and stops for good once every file is staged and stored in git, before the commit is made.
 STALLED_PUBLISH = """
 import sys, time
-import zoo.hub as hub
+from zoo.hub_local import LocalHub
+from zoo.publish import publish
 
-write_blobs = hub.LocalHub._write_blobs
+write_blobs = LocalHub._write_blobs
 
 def stall(*args, **kwargs):
     write_blobs(*args, **kwargs)
     print("STALLED", flush=True)
     time.sleep(600)
 
-hub.LocalHub._write_blobs = stall
-hub.publish(sys.argv[1], "edgezoo/killed", hub_dir=sys.argv[2])
+LocalHub._write_blobs = stall
+publish(sys.argv[1], "edgezoo/killed", hub_dir=sys.argv[2])
 """
 
 
@@ -226,8 +231,6 @@ def test_killed_publish_leaves_nothing_in_tmpdir_and_the_next_publish_removes_it
     weights = (run / "backbone/model.safetensors").stat().st_size
     assert sum(f.stat().st_size for d in leftovers for f in d.rglob("*") if f.is_file()) > weights
     assert LocalHub(hub_dir).refs("edgezoo/killed") == {"branches": {}, "tags": {}}  # no half-written version
-
-    from zoo.hub import scratch_dir
 
     with scratch_dir(staging) as live:  # a publish still running (this process): its folder stays
         result = publish(run, "edgezoo/killed", hub_dir=hub_dir)
@@ -382,11 +385,33 @@ def test_published_config_json_keeps_no_local_paths(run, tmp_path):
     assert published == {**config, "edgezoo": {**config["edgezoo"], "data": "photos"}}
 
 
-def test_training_curve_is_a_png(run, tmp_path):
+def test_training_curve_plots_the_logged_loss_and_knn(tmp_path):
+    """The PNG draws log.csv's loss (tab:blue) and kNN top-1 (tab:orange), so it changes with the logged values;
+    drawing it leaves the caller's matplotlib backend alone."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
     from zoo.card import plot_training_curve
 
-    out = plot_training_curve(check_run(run).log_rows, tmp_path / "curve.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    def drawn(losses: list[float], name: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [{"epoch": str(e + 1), "loss": str(v), "knn_top1": {1: "0.3", len(losses) - 1: "0.4"}.get(e, "")}
+                for e, v in enumerate(losses)]
+        with Image.open(plot_training_curve(rows, tmp_path / name)) as img:
+            assert img.format == "PNG" and img.size == (600, 350)
+            rgb = np.asarray(img.convert("RGB"), np.int16)
+        return tuple(np.abs(rgb - colour).sum(axis=2) < 60 for colour in ((31, 119, 180), (255, 127, 14)))
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # the caller's own backend
+    try:
+        (falling, knn), (rising, _) = drawn([4.0, 3.0, 2.5, 2.2], "falling.png"), drawn([2.2, 2.5, 3.0, 4.0],
+                                                                                          "rising.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert falling.sum() > 300 and knn.sum() > 300  # the curves, not only the blue and orange axis labels
+    assert (falling != rising).sum() > 300  # the loss curve follows the log
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
@@ -512,12 +537,15 @@ def test_receiver_commits_all_or_nothing_and_rejects_bad_uploads(tmp_path):
         urllib.request.urlopen(f"{ep}/api/models/org/m/refs", timeout=5)
 
 
-def test_card_method_name_lists_only_the_components_the_run_used():
-    from zoo.card import method_name
+def test_the_card_renders_whatever_method_the_run_describes():
+    """zoo/ knows no method: a method the core has never heard of is named, cited and shown by its own record."""
+    from zoo.card import method_context
 
-    full = method_name("effssl", {"calibrate": True, "sqrtkl_weight": 20.0, "cutmix_alpha": 0.5})
-    assert "CutMix" in full and "SqrtKL" in full and "every" not in full
-    quick = method_name("effssl", {"calibrate": True, "recalibrate_every": 1, "sqrtkl_weight": 20.0,
-                                   "cutmix_alpha": 0.0, "proj_out_bn": True})
-    assert "CutMix" not in quick and "feature calibration every 1 epoch" in quick and "BatchNorm" in quick
-    assert method_name("simclr", {"cutmix_alpha": 0.5}) == "SimCLR"
+    info = {"key": "newssl", "name": "NewSSL (one view)", "options": {"new_knob": 3},
+            "citation": {"key": "new2026", "text": "A. Author. NewSSL.", "bibtex": "@article{new2026}", "arxiv": ""},
+            "engine_citation": {"key": "cao2024efficiency", "text": "Cao & Wu", "bibtex": "@article{x}", "arxiv": ""}}
+    ctx = method_context({"method": "newssl", "method_info": info}, {"lr": 0.1, "new_knob": 3, "unrelated": 1})
+    assert ctx["method_name"] == "NewSSL (one view)" and ctx["citation"]["key"] == "new2026"
+    assert ctx["key_options"] == {"lr": 0.1, "new_knob": 3}
+    old = method_context({"method": "effssl"}, {"lr": 0.1})  # a run from before methods described themselves
+    assert old["method_name"] == "effssl" and old["citation"] is None

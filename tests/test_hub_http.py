@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from hubutil import free_port, hf_env, olah, run_embeddings, run_python, sample_images, tiny_exported_run
-from zoo.hub import LocalHub, publish
+from zoo.hub_local import LocalHub
+from zoo.publish import publish
 
 REPO = "edgezoo/tiny-http"
 TOKEN = "hf_edgezooTestTokenNeverPrinted0123"
@@ -31,7 +32,7 @@ import numpy as np
 """
 
 PUBLISH = PRELUDE + """
-from zoo.hub import publish
+from zoo.publish import publish
 first = publish(RUN, REPO)
 second = publish(RUN, REPO)
 try:

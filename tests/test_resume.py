@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pretrain.config import build_config
-from pretrain.trainer import (CHECKPOINT, LOG_COLUMNS, CheckpointWriter, NonFiniteLossError, Trainer, load_checkpoint,
+from pretrain.trainer import (LOG_COLUMNS, CheckpointWriter, NonFiniteLossError, Trainer, load_checkpoint,
                               trim_log)
+from zoo.layout import CHECKPOINT
 
 TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=384, epochs=3,
             batch_size=64, proj_hidden_dim=128, proj_dim=64, num_negatives=128, threads=1, eval_max_train=384,

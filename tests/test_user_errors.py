@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.hub import LocalHub, OfflineError, UnknownRepoError
+from zoo.hub import OfflineError, UnknownRepoError
+from zoo.hub_local import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,3 +192,69 @@ def test_eval_logs_its_progress_at_info_by_default(tmp_path):
     positions = [log.find(step) for step in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
     assert " INFO " in log and (run_dir / "eval.json").is_file()
+
+
+# --- options are checked when the config is made; only expected errors are one line --------------------
+
+BAD_OPTIONS = [("reg", "ewc"), ("augment", "fast"), ("bank_dtype", "float8"), ("method", "byol"),
+               ("bank_update", "sgd"), ("calibrate_view", "blurred"), ("compile_mode", "fastest")]
+
+
+def test_every_enumerated_option_has_a_bad_value_test():
+    from pretrain.config import CHOICES
+
+    assert {option for option, _ in BAD_OPTIONS} == set(CHOICES)
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_OPTIONS)
+def test_a_bad_option_fails_when_the_config_is_made(option, value):
+    """From a flag (build_config) or a recipe/config.yaml (PretrainConfig): the message names the option and
+    lists what it accepts."""
+    from pretrain.config import CHOICES, PretrainConfig, build_config
+    from zoo.errors import ConfigError
+
+    for make in (lambda: PretrainConfig(**{option: value}), lambda: build_config("cpu-quick", **{option: value})):
+        with pytest.raises(ConfigError) as err:
+            make()
+        message = str(err.value)
+        assert f"{option} (--{option.replace('_', '-')})" in message and repr(value) in message, message
+        assert all(allowed in message for allowed in CHOICES[option] if allowed is not None), message
+    for allowed in CHOICES[option]:
+        assert getattr(PretrainConfig(**{option: allowed}), option) == allowed
+
+
+def test_a_bad_option_on_the_command_line_is_one_line_before_any_work(tmp_path):
+    """A bad --bank-dtype was a KeyError traceback once the data was decoded; now the config refuses it."""
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "pretrain", "--bank-dtype", "float8",
+                           "--data", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pretrain failed: bank_dtype (--bank-dtype) must be one of" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug"), KeyError("a bug"), TypeError("a bug"),
+                                 FileNotFoundError("a bug")])
+def test_a_bug_keeps_its_traceback(monkeypatch, bug):
+    import app.cli
+
+    def run_stage(stage, args):
+        raise bug
+
+    monkeypatch.setattr(app.cli, "run_stage", run_stage)
+    with pytest.raises(type(bug)):
+        app.cli.main(["list"])
+
+
+def test_an_expected_error_is_one_line_and_its_exit_code(monkeypatch, caplog):
+    import app.cli
+    from zoo.errors import ConfigError
+
+    def run_stage(stage, args):
+        raise ConfigError("what is wrong")
+
+    monkeypatch.setattr(app.cli, "run_stage", run_stage)
+    assert app.cli.main(["list"]) == ConfigError.exit_code
+    assert "list failed: what is wrong" in caplog.text and "Traceback" not in caplog.text

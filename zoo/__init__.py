@@ -16,7 +16,7 @@ from zoo.backbones import register_with_timm
 __version__ = "0.1.0"
 
 # Public API loaded on first use, so `import zoo` stays cheap and torch-free.
-_LAZY = {"from_pretrained": "zoo.pretrained", "list_models": "zoo.hub", "publish": "zoo.hub"}
+_LAZY = {"from_pretrained": "zoo.pretrained", "list_models": "zoo.catalog", "publish": "zoo.publish"}
 __all__ = ["__version__", *_LAZY]
 
 

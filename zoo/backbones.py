@@ -19,6 +19,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from zoo.errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -55,7 +57,7 @@ def apply_small_stem(model: "torch.nn.Module") -> "torch.nn.Module":
             conv.stride = (1, 1)
             conv.padding = (1, 1)
     else:
-        raise ValueError(f"{type(model).__name__}: no known stem to shrink (resnet, mobilenet, efficientnet only)")
+        raise ConfigError(f"{type(model).__name__}: no known stem to shrink (resnet, mobilenet, efficientnet only)")
     return model
 
 
@@ -176,7 +178,7 @@ def create_backbone(name: str, *, small_stem: bool = False, **kwargs: Any) -> "t
     arch = small_stem_name(name) if small_stem else name
     if not timm.is_model(arch):
         hint = f" (small stem supports: {', '.join(SMALL_STEM_BASES)})" if small_stem else ""
-        raise ValueError(f"unknown timm model {arch!r}{hint}")
+        raise ConfigError(f"unknown timm model {arch!r}{hint}")
     return timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
 
 
@@ -193,7 +195,7 @@ def embedding_dim(model: "torch.nn.Module", img_size: int) -> int:
     finally:
         model.train(was_training)
     if out.ndim != 2:
-        raise ValueError(f"backbone output must be (N, D) pooled features, got shape {tuple(out.shape)}")
+        raise ConfigError(f"backbone output must be (N, D) pooled features, got shape {tuple(out.shape)}")
     return int(out.shape[1])
 
 

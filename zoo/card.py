@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from zoo.errors import EdgezooError
+from zoo.public import public_json, public_path
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zoo.hub import RunFiles
+    from zoo.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -32,66 +33,20 @@ TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 RANDOM_INIT_KEY = "random_init_knn_top1"
 # Named sources that are Hub datasets: (Hub dataset id, display name). A user's folder has no id.
 HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10")}
-CITATIONS = {
-    "effssl": {
-        "key": "cao2024efficiency",
-        "text": 'Yun-Hao Cao and Jianxin Wu. "On Improving the Algorithm-, Model-, and Data- Efficiency of '
-                'Self-Supervised Learning." arXiv:2404.19289, 2024.',
-        "bibtex": "@article{cao2024efficiency,\n"
-                  "  title   = {On Improving the Algorithm-, Model-, and Data- Efficiency of Self-Supervised "
-                  "Learning},\n"
-                  "  author  = {Cao, Yun-Hao and Wu, Jianxin},\n"
-                  "  journal = {arXiv preprint arXiv:2404.19289},\n"
-                  "  year    = {2024}\n}",
-        "arxiv": "2404.19289",
-    },
-    "npid": {
-        "key": "wu2018unsupervised",
-        "text": 'Zhirong Wu, Yuanjun Xiong, Stella X. Yu and Dahua Lin. "Unsupervised Feature Learning via '
-                'Non-Parametric Instance Discrimination." CVPR 2018, arXiv:1805.01978.',
-        "bibtex": "@inproceedings{wu2018unsupervised,\n"
-                  "  title     = {Unsupervised Feature Learning via Non-Parametric Instance Discrimination},\n"
-                  "  author    = {Wu, Zhirong and Xiong, Yuanjun and Yu, Stella X. and Lin, Dahua},\n"
-                  "  booktitle = {CVPR},\n"
-                  "  year      = {2018}\n}",
-        "arxiv": "1805.01978",
-    },
-    "simclr": {
-        "key": "chen2020simple",
-        "text": 'Ting Chen, Simon Kornblith, Mohammad Norouzi and Geoffrey Hinton. "A Simple Framework for '
-                'Contrastive Learning of Visual Representations." ICML 2020, arXiv:2002.05709.',
-        "bibtex": "@inproceedings{chen2020simple,\n"
-                  "  title     = {A Simple Framework for Contrastive Learning of Visual Representations},\n"
-                  "  author    = {Chen, Ting and Kornblith, Simon and Norouzi, Mohammad and Hinton, Geoffrey},\n"
-                  "  booktitle = {ICML},\n"
-                  "  year      = {2020}\n}",
-        "arxiv": "2002.05709",
-    },
-}
-METHOD_NAMES = {"effssl": "EffSSL", "npid": "NPID (non-parametric instance discrimination)", "simclr": "SimCLR"}
-# Training options shown on the card (the complete set is published as training/config.yaml).
+# Training options every card shows; each method adds its own (metrics.json ``method_info.options``, written by
+# pretrain/methods/). The complete set is published as training/config.yaml.
 KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method", "epochs", "time_budget",
-               "batch_size", "lr",
-               "temperature", "num_negatives", "proj_dim", "proj_out_bn", "sqrtkl_weight", "cutmix_alpha",
-               "bank_update", "calibrate_view", "recalibrate_every", "seed")
+               "batch_size", "lr", "seed")
 
 
-def method_name(method: str, config: dict[str, Any]) -> str:
-    """The method with the components this run actually used (a recipe may switch some off)."""
-    name = METHOD_NAMES.get(method, method)
-    if method != "effssl":
-        return name
-    parts = ["instance CE with a memory bank"]
-    if config.get("calibrate", True):
-        every = config.get("recalibrate_every") or 0
-        parts.append("feature calibration" + (f" every {every} epoch{'s' if every > 1 else ''}" if every else ""))
-    if (config.get("sqrtkl_weight") or 0) > 0:
-        parts.append("SqrtKL self-distillation")
-    if (config.get("cutmix_alpha") or 0) > 0:
-        parts.append("CutMix")
-    if config.get("proj_out_bn"):
-        parts.append("a BatchNorm on the projector output")
-    return f"{name} ({', '.join(parts)}; Cao & Wu 2024)"
+def method_context(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The card's method name, citations and options from the run's own description of its method
+    (``method_info``; a run trained before methods described themselves shows its method's key only)."""
+    info = metrics.get("method_info") or {}
+    options = {k: config[k] for k in KEY_OPTIONS if k in config}
+    options.update({k: config.get(k, v) for k, v in (info.get("options") or {}).items()})
+    return {"method_name": info.get("name", metrics["method"]), "citation": info.get("citation"),
+            "method_citation": info.get("engine_citation"), "key_options": options}
 
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -153,14 +108,15 @@ def _floats(rows: Sequence[dict[str, str]], key: str) -> list[float | None]:
 
 def plot_training_curve(rows: Sequence[dict[str, str]], out: str | Path, title: str = "") -> Path:
     """Loss per epoch (and kNN top-1 where evaluated) from log.csv's rows, as a PNG."""
-    matplotlib = _require("matplotlib")
-    matplotlib.use("Agg", force=True)
+    _require("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(float(r["epoch"])) for r in rows]
     loss, knn = _floats(rows, "loss"), _floats(rows, "knn_top1")
     fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)  # drawn with Agg whatever backend the caller uses; no pyplot state, nothing switched
     ax = fig.add_subplot()
     ax.plot(epochs, loss, marker="o", color="tab:blue", label="training loss")
     ax.set_xlabel("epoch")
@@ -185,7 +141,6 @@ def plot_training_curve(rows: Sequence[dict[str, str]], out: str | Path, title: 
 def _named_source(spec: str | None) -> tuple[str | None, str | None, str | None]:
     """(Hub dataset id or None, display name, split) of a source spec; local paths reduced to their name."""
     from zoo.datasets import split_spec
-    from zoo.hub import public_path
 
     if not spec:
         return None, None, None
@@ -217,8 +172,6 @@ def _latency_rows(latency: dict[str, Any]) -> list[dict[str, Any]]:
 
 def onnx_summary(validation: dict[str, Any]) -> dict[str, Any]:
     """export/validation.json in the card's terms (tolerates the keys of older and newer reports)."""
-    from zoo.hub import public_json
-
     v = public_json(validation)
     onnx, runtime = v.get("onnx") or {}, v.get("runtime") or {}
     fp32, int8 = v.get("fp32_vs_torch") or v.get("fp32") or {}, v.get("int8_vs_torch") or v.get("int8") or {}
@@ -238,8 +191,6 @@ def onnx_summary(validation: dict[str, Any]) -> dict[str, Any]:
 
 def lineage_table(lineage: Any) -> dict[str, Any] | None:
     """lineage.json (one record per continual step) as table columns and rows; None without one."""
-    from zoo.hub import public_json
-
     if lineage is None:
         return None
     steps = public_json(lineage if isinstance(lineage, list) else [lineage])
@@ -303,15 +254,13 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
     """
     import yaml
 
-    from zoo.hub import public_json
-
     m, cfg = run.metrics, run.backbone_config
     pcfg = cfg.get("pretrained_cfg", {})
     stats = stats or model_stats(run.backbone, int(m["img_size"]))
     config = public_json(run.config)
     ctx: dict[str, Any] = {
         "repo_id": repo_id, "name": repo_id.split("/")[-1], "version": version,
-        "metrics": m, "config": config, "key_options": {k: config[k] for k in KEY_OPTIONS if k in config},
+        "metrics": m, "config": config, **method_context(m, config),
         "recipe": (config.get("extra") or {}).get("recipe"),
         "architecture": cfg["architecture"], "embed_dim": cfg["embed_dim"], "pretrained_cfg": pcfg,
         "license": pcfg.get("license", "apache-2.0"), "stats": stats,
@@ -320,8 +269,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage),
         "files": dict(sorted(files.items())),
         "onnx_files": {f: n for f, n in sorted(files.items()) if f.startswith("onnx/") and f.endswith(".onnx")},
-        "curve": CURVE_NAME, "method_name": method_name(m["method"], config),
-        "citation": CITATIONS.get(m["method"]), "method_citation": CITATIONS["effssl"],
+        "curve": CURVE_NAME,
     }
     ctx["metadata_yaml"] = yaml.safe_dump(_metadata(ctx), sort_keys=False, allow_unicode=True).strip()
     return ctx

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.hub import HUBS
+
 log = logging.getLogger(__name__)
 
 _HUB_HELP = ("where to publish/read: hf (the Hugging Face Hub, or HF_ENDPOINT) or local (a directory of git "
@@ -15,17 +17,22 @@ _HUB_HELP = ("where to publish/read: hf (the Hugging Face Hub, or HF_ENDPOINT) o
 _HUB_DIR_HELP = "local hub directory (implies --hub local; default: $EDGEZOO_HUB, else ~/.cache/edgezoo/hub)"
 
 
+def add_hub_arguments(parser: argparse.ArgumentParser, hub_help: str = _HUB_HELP) -> None:
+    """``--hub {hf,local}`` and ``--hub-dir DIR``, as every command declares them (`zoo.hub.choose_hub` reads them)."""
+    parser.add_argument("--hub", choices=HUBS, default=None, help=hub_help)
+    parser.add_argument("--hub-dir", type=Path, default=None, help=_HUB_DIR_HELP)
+
+
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished RUN_DIR with backbone/ and a validated export/")
     parser.add_argument("--repo", required=True, help="repository id, org/name")
     parser.add_argument("--version", default=None,
                         help="version tag to create (default: the next vN); an existing version is refused")
-    parser.add_argument("--hub", choices=("hf", "local"), default=None, help=_HUB_HELP)
-    parser.add_argument("--hub-dir", type=Path, default=None, help=_HUB_DIR_HELP)
+    add_hub_arguments(parser)
 
 
 def run_publish(args: argparse.Namespace) -> Any:
-    from zoo.hub import publish
+    from zoo.publish import publish
 
     result = publish(args.run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)
     log.info("published %s %s (%d files, %.1f MB) to the %s hub", result.repo_id, result.version, result.files,
@@ -36,8 +43,7 @@ def run_publish(args: argparse.Namespace) -> Any:
 
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hub", choices=("hf", "local"), default=None, help=_HUB_HELP)
-    parser.add_argument("--hub-dir", type=Path, default=None, help=_HUB_DIR_HELP)
+    add_hub_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the index as JSON instead of a table")
 
 
@@ -68,7 +74,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_list(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from zoo.hub import choose_hub, list_models, local_hub_dir
+    from zoo.catalog import list_models
+    from zoo.hub import choose_hub
+    from zoo.hub_local import local_hub_dir
 
     rows = list_models(hub=args.hub, hub_dir=args.hub_dir)
     if args.json:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from zoo.fsutil import sibling_tmp
+from zoo.fsutil import atomic_path
 from zoo.images import NoImagesError, SkipReport, decode_many, find_images, interpolation_from_name
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def decode(images: ImageList, resize: int, crop: int, interpolation: str = "bicu
     arr = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
     if use_cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sibling_tmp(cache, ".tmp.npz")  # the cache is shared: two runs may decode the same source at once
-        np.savez(tmp, images=arr, kept=np.asarray(kept, np.int64))
-        tmp.replace(cache)
+        # A temp name unique per call: the cache is shared, two runs may decode the same source at once.
+        with atomic_path(cache, ".tmp.npz") as tmp:
+            np.savez(tmp, images=arr, kept=np.asarray(kept, np.int64))
     return arr, images.subset(kept)

@@ -7,12 +7,12 @@ the model, so ``EdgeEmbedder(path).embed(images)`` reproduces the embeddings
 that export validation checked against torch (same ``zoo.preprocess`` code).
 
 This module also reads an export's ``validation.json`` so later stages (publish,
-demo) can refuse an export that failed or was changed after validation.
+demo) can refuse an export that failed or was changed after validation, and says
+whether a RUN_DIR's export is still fresh (`export_fresh`). File names: `zoo.layout`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,21 +23,16 @@ from PIL import Image
 
 from zoo.fsutil import atomic_write_json
 from zoo.errors import EdgezooError
+from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, ORT, ORT_INT8, ORT_OPS, PREPROCESS, VALIDATION, RunDir
+from zoo.manifest import record_mismatch
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
-FP32_MODEL = "model.onnx"
-INT8_MODEL = "model.int8.onnx"
-ORT_MODEL = "model.ort"
-INT8_ORT_MODEL = "model.int8.ort"
-OPS_CONFIG = "required_operators.config"
-PREPROCESS_FILE = "preprocess.json"
-VALIDATION_FILE = "validation.json"
-# The files validation.json vouches for (by size and sha256).
-VALIDATED_FILES = (FP32_MODEL, INT8_MODEL, ORT_MODEL, INT8_ORT_MODEL, OPS_CONFIG, PREPROCESS_FILE)
+# The files validation.json vouches for (by size and sha256: a `zoo.manifest.file_record` each).
+VALIDATED_FILES = (ONNX, ONNX_INT8, ORT, ORT_INT8, ORT_OPS, PREPROCESS)
 
 
 class ModelFileError(EdgezooError):
@@ -54,37 +49,24 @@ class ExportNotValidatedError(EdgezooError):
 
 def write_preprocess(preprocess: Preprocess, folder: str | Path) -> Path:
     """preprocess.json beside the models: all the edge runtime needs besides the model."""
-    return atomic_write_json(Path(folder) / PREPROCESS_FILE, preprocess.as_dict())
+    return atomic_write_json(Path(folder) / PREPROCESS, preprocess.as_dict())
 
 
 def preprocess_beside(model_path: str | Path) -> Preprocess | None:
     """The preprocessing stored with a model: preprocess.json beside it, else ../config.json (published repo)."""
     model_path = Path(model_path)
-    local = model_path.parent / PREPROCESS_FILE
+    local = model_path.parent / PREPROCESS
     try:
         if local.is_file():
             d = json.loads(local.read_text())
             return Preprocess(img_size=int(d["img_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                               crop_pct=float(d["crop_pct"]), interpolation=d["interpolation"])
-        repo_cfg = model_path.parent.parent / "config.json"
+        repo_cfg = model_path.parent.parent / BACKBONE_CONFIG
         if repo_cfg.is_file():
             return Preprocess.from_pretrained_cfg(json.loads(repo_cfg.read_text())["pretrained_cfg"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{model_path}: unreadable preprocessing beside the model ({exc})") from exc
     return None
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_record(path: str | Path) -> dict[str, Any]:
-    """Size and sha256 of one file, as validation.json lists them."""
-    return {"bytes": Path(path).stat().st_size, "sha256": sha256_of(path)}
 
 
 def read_validation(export_dir: str | Path, *, require_passed: bool = True, verify_files: bool = True,
@@ -95,7 +77,7 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
     have the validated size and sha256, so a model edited after validation is refused too.
     """
     export_dir = Path(export_dir)
-    path = export_dir / VALIDATION_FILE
+    path = export_dir / VALIDATION
     if not path.is_file():
         raise ExportNotValidatedError(f"{path}: missing; run `edgezoo export RUN_DIR --out {export_dir}` first")
     try:
@@ -113,9 +95,22 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
             raise ExportNotValidatedError(f"{export_dir}: none of the validated files is there")
         for name, rec in present.items():
             f = export_dir / name
-            if f.stat().st_size != rec["bytes"] or sha256_of(f) != rec["sha256"]:
+            if record_mismatch(f, rec, VALIDATION) is not None:
                 raise ExportNotValidatedError(f"{f}: changed since validation; re-run `edgezoo export`")
     return report
+
+
+def export_fresh(run: RunDir) -> bool:
+    """The export stage's rule (zoo.layout): a passed validation.json that still vouches for the files, and
+    an fp32 model not older than the weights."""
+    if not run.newer_than_weights(run.onnx):
+        return False
+    try:
+        read_validation(run.export)
+    except ExportNotValidatedError as exc:
+        log.info("export needs redoing: %s", exc)
+        return False
+    return True
 
 
 def _session_options(threads: int | None) -> Any:
@@ -172,7 +167,7 @@ class EdgeEmbedder:
                 log.warning("%s: using the given preprocessing %s, not the stored %s", self.model_path, given, stored)
             return given
         if stored is None:
-            raise ModelFileError(f"{self.model_path}: no {PREPROCESS_FILE} beside it and no ../config.json; "
+            raise ModelFileError(f"{self.model_path}: no {PREPROCESS} beside it and no ../config.json; "
                                  "pass preprocess=Preprocess(...)")
         return stored
 

@@ -15,6 +15,14 @@ class MissingDependencyError(EdgezooError):
     """An optional package a command needs is not installed (an edge install has no torch, timm or gradio)."""
 
 
+class ConfigError(EdgezooError):
+    """An option (flag, recipe or config.yaml value) that cannot work: names the option and what it accepts."""
+
+
+class RunDirError(EdgezooError):
+    """A RUN_DIR in a state that does not fit the request (not a run, already holds one, incomplete, ...)."""
+
+
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 

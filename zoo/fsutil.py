@@ -1,5 +1,9 @@
 """File-system helpers: atomic writes (a temp file beside the target, then a rename: an interrupt never
-leaves half a file), and file names that are not valid UTF-8 made safe for libraries that need text."""
+leaves half a file), and file names that are not valid UTF-8 made safe for libraries that need text.
+
+Every file the project writes in place goes through `atomic_path` (a writer that wants a file name:
+np.savez, safetensors, an ONNX exporter) or `atomic_write_text` / `atomic_write_json`; nothing else
+renames a temp file. File hashes and records are `zoo.manifest`'s."""
 
 from __future__ import annotations
 
@@ -7,21 +11,37 @@ import hashlib
 import json
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from zoo.layout import TMP_SUFFIX
 
 
-def sibling_tmp(path: Path, suffix: str = ".tmp") -> Path:
+def sibling_tmp(path: Path, suffix: str = TMP_SUFFIX) -> Path:
     """A temp name beside `path`, unique per call: concurrent writers of one shared file never collide."""
     return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = TMP_SUFFIX) -> Iterator[Path]:
+    """A temp name beside `path` to write to; renamed onto `path` when the block ends, removed if it raises.
+
+    `suffix` ends the temp name, for writers that add or want an extension (np.savez: ".tmp.npz").
+    """
     path = Path(path)
-    tmp = sibling_tmp(path)
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    tmp = sibling_tmp(path, suffix)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after the rename there is nothing left to remove
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

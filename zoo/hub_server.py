@@ -2,7 +2,7 @@
 
 huggingface_hub's upload path (create_repo, upload_folder, create_tag) needs
 only a few routes; this server answers them over plain HTTP and stores what it
-receives with zoo.hub.LocalHub, the git layout olah serves back read-only. It
+receives with zoo.hub_local.LocalHub, the git layout olah serves back read-only. It
 lets tests (and an air-gapped site) drive the real upload client end to end:
 
     POST /api/repos/create                          {"name", "organization"} -> {"url"}
@@ -25,17 +25,15 @@ import binascii
 import json
 import logging
 import re
-import socket
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from zoo.hub import (DEFAULT_BRANCH, HubError, LocalHub, RefExistsError, UnknownRevisionError, check_ref_name,
-                     check_repo_id, check_repo_path)
+from zoo.hub import (DEFAULT_BRANCH, HubError, RefExistsError, UnknownRevisionError, check_ref_name, check_repo_id,
+                     check_repo_path)
+from zoo.hub_local import LocalHub
 
 log = logging.getLogger(__name__)
 
@@ -359,26 +357,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    """Block until something listens on 127.0.0.1:port; fail early if `proc` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Terminate a server subprocess, killing it if it does not exit within `timeout` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

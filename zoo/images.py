@@ -16,16 +16,18 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from zoo.errors import EdgezooError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-class ImageError(ValueError):
+class ImageError(EdgezooError):
     """An input that is not a readable image (corrupt, truncated, not an image)."""
 
 
-class NoImagesError(FileNotFoundError):
+class NoImagesError(EdgezooError):
     """A source that holds no readable image at all."""
 
 

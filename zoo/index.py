@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from zoo.errors import EdgezooError
-from zoo.fsutil import atomic_write_text, sibling_tmp
+from zoo.fsutil import atomic_path, atomic_write_text
 from zoo.images import ImageError, NoImagesError, SkipReport, paths_under
 from zoo.knn import top_k
 
@@ -118,10 +118,9 @@ class EmbeddingIndex:
     def save(self, path: str | Path) -> Path:
         """The embeddings as one .npy (atomically: a reader never sees half a file)."""
         path = Path(path)
-        tmp = sibling_tmp(path)  # the index cache is shared: two demos may build the same gallery at once
-        with open(tmp, "wb") as fh:
+        # A temp name unique per call: the index cache is shared, two demos may build the same gallery at once.
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, self.embeddings)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -43,15 +43,6 @@ def _vote(sim: np.ndarray, bank_labels: np.ndarray, k: int, t: float, num_classe
     return votes.argmax(axis=1)
 
 
-def knn_top1(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-             k: int = 200, t: float = 0.1, num_classes: int | None = None) -> float:
-    """Weighted kNN top-1 accuracy (a fraction in [0, 1])."""
-    query_labels = np.asarray(query_labels, np.int64)
-    num_classes = num_classes or int(max(np.max(bank_labels), query_labels.max())) + 1
-    preds = knn_predict(bank, bank_labels, queries, k, t, num_classes)
-    return float((preds == query_labels).mean())
-
-
 def neighbour_agreement(ref: np.ndarray, other: np.ndarray, k: int = 10) -> dict[str, float]:
     """How far two embeddings of the same images agree on who is whose neighbour (self excluded).
 

@@ -3,7 +3,8 @@
 timm's eval transform: resize the shorter side to floor(img_size / crop_pct),
 centre-crop img_size, scale to [0, 1], normalise with mean/std. Training decodes
 images once to the resized square (``resize_size``) so that evaluation,
-calibration, export validation and the edge runtime all see the same pixels.
+calibration, export validation and the edge runtime all see the same pixels
+(pretrain/preprocess.py crops and normalises those squares on the training device).
 """
 
 from __future__ import annotations
@@ -65,12 +66,6 @@ class Preprocess:
         std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
         x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
         return (x - mean) / std
-
-    def center_crop(self, batch: np.ndarray) -> np.ndarray:
-        """Crop stored (N, R, R, 3) squares at resize_size down to the eval size."""
-        r = batch.shape[1]
-        off = int(round((r - self.img_size) / 2.0))
-        return batch[:, off:off + self.img_size, off:off + self.img_size]
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -26,16 +26,16 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from zoo.hub import (DEFAULT_BRANCH, HubError, LocalHub, OfflineError, UnknownRepoError, UnknownRevisionError,
-                     check_repo_id, choose_hub, hf_errors_to_hub_errors, local_hub_dir)
-from zoo.manifest import MANIFEST_NAME, ChecksumError, read_manifest, verify_folder
+from zoo.hub import (DEFAULT_BRANCH, HubError, OfflineError, UnknownRepoError, UnknownRevisionError, check_repo_id,
+                     choose_hub, hf_errors_to_hub_errors, named_hub)
+from zoo.hub_local import LocalHub, local_hub_dir
+from zoo.layout import BACKBONE_CONFIG, MANIFEST, ONNX_VARIANTS, REPO_PREPROCESS, TORCH_FILES
+from zoo.manifest import ChecksumError, read_manifest, verify_folder
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
-ONNX_VARIANTS = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx"}
-TORCH_FILES = ("config.json", "model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,18 @@ def _fetch_local(hub: LocalHub, repo_id: str, revision: str | None, files: Seque
         raise UnknownRevisionError(f"{repo_id}: no revision {revision!r} in the local hub {hub.root} "
                                    f"(versions: {', '.join(tags) or 'none'})")
     tree = set(hub.files(repo_id, commit))
-    missing = [p for p in (MANIFEST_NAME, *files) if p not in tree]
+    missing = [p for p in (MANIFEST, *files) if p not in tree]
     if missing:
         raise ChecksumError(f"{repo_id}@{revision or DEFAULT_BRANCH}: {', '.join(missing)} not in the repository "
                             "(not an edgezoo repository); refusing unverified files")
     files = [*files, *(p for p in optional if p in tree)]
     folder = _snapshot_cache() / repo_id / commit
     try:
-        manifest = read_manifest(folder / MANIFEST_NAME)
+        manifest = read_manifest(folder / MANIFEST)
         verify_folder(folder, manifest, files)
     except ChecksumError:  # not checked out yet, or the cached copy was damaged: (re)write it from git
-        hub.checkout(repo_id, commit, folder, [MANIFEST_NAME, *files])
-        manifest = read_manifest(folder / MANIFEST_NAME)
+        hub.checkout(repo_id, commit, folder, [MANIFEST, *files])
+        manifest = read_manifest(folder / MANIFEST)
         verify_folder(folder, manifest, files)  # now a mismatch means the repository itself was tampered with
     return Snapshot(folder, repo_id, manifest.get("version") or revision or DEFAULT_BRANCH, commit, "local", manifest)
 
@@ -86,15 +86,15 @@ def _fetch_hf(repo_id: str, revision: str | None, files: Sequence[str], optional
     rev = revision or DEFAULT_BRANCH  # explicit: some mirrors (olah) answer model_info only with a revision
     try:
         folder = Path(snapshot_download(repo_id, revision=rev, repo_type="model",
-                                        allow_patterns=[MANIFEST_NAME, *files, *optional]))
+                                        allow_patterns=[MANIFEST, *files, *optional]))
     except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
         error = hf_errors_to_hub_errors(exc, repo_id, rev)
         if isinstance(error, UnknownRepoError) and revision is not None:
             error = _unknown_revision_or(error, repo_id, rev)
         raise error from exc
-    manifest_path = folder / MANIFEST_NAME
+    manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise ChecksumError(f"{repo_id}@{rev}: no {MANIFEST_NAME}; not an edgezoo repository, refusing unverified "
+        raise ChecksumError(f"{repo_id}@{rev}: no {MANIFEST}; not an edgezoo repository, refusing unverified "
                             "weights")
     manifest = read_manifest(manifest_path)
     verify_folder(folder, manifest, [*files, *(p for p in optional if p in manifest["files"])])
@@ -119,8 +119,7 @@ def fetch(repo_id: str, files: Sequence[str], revision: str | None = None, *, op
     """Download (or check out) `files` (and `optional` ones the repo has) of `repo_id` at `revision`,
     verified against manifest.json."""
     check_repo_id(repo_id)
-    if hub not in (None, "local", "hf"):
-        raise HubError(f"unknown hub {hub!r}: expected 'local' or 'hf'")
+    hub = named_hub(hub)  # checked; a hub_dir alone only says where the local hub is: the Hub stays a fallback
     local = LocalHub(local_hub_dir(hub_dir))
     if hub == "local" or (hub is None and local.exists(repo_id)):
         local.require(repo_id)
@@ -252,7 +251,7 @@ def _choose_backend(backend: str, variant: str = "fp32") -> str:
 def _needed_files(backend: str, variant: str) -> list[str]:
     if backend == "torch":
         return list(TORCH_FILES)
-    return ["config.json", ONNX_VARIANTS[variant]]
+    return [BACKBONE_CONFIG, ONNX_VARIANTS[variant]]
 
 
 def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "auto", *, variant: str = "fp32",
@@ -262,9 +261,9 @@ def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "a
     backend = _choose_backend(backend, variant)
     files = _needed_files(backend, variant)
     # The ONNX runtime may read preprocess.json beside the model: fetched and verified like the rest.
-    optional = ["onnx/preprocess.json"] if backend == "onnx" else []
+    optional = [REPO_PREPROCESS] if backend == "onnx" else []
     snap = fetch(repo_id, files, revision, optional=optional, hub=hub, hub_dir=hub_dir)
-    config = json.loads((snap.folder / "config.json").read_text())
+    config = json.loads((snap.folder / BACKBONE_CONFIG).read_text())
     preprocess = Preprocess.from_pretrained_cfg(config["pretrained_cfg"])
     if backend == "torch":
         runner: Any = TorchEmbedder(snap.folder, device=device)

@@ -13,14 +13,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.edge import ModelFileError
+from zoo.fsutil import atomic_path, atomic_write_json
+from zoo.layout import BACKBONE_CONFIG, WEIGHTS
 from zoo.preprocess import Preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
 
 def make_config(architecture: str, embed_dim: int, preprocess: Preprocess, *,
                 fixed_input_size: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -46,9 +45,9 @@ def make_config(architecture: str, embed_dim: int, preprocess: Preprocess, *,
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_NAME
+    path = Path(folder) / BACKBONE_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (not a timm backbone folder)")
+        raise ModelFileError(f"{path}: missing (not a timm backbone folder)")
     return json.loads(path.read_text())
 
 
@@ -64,13 +63,10 @@ def save_backbone(model: "torch.nn.Module", folder: str | Path, config: dict[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.chmod(0o644)
-    tmp.replace(folder / WEIGHTS_NAME)
-    tmp_cfg = folder / (CONFIG_NAME + ".tmp")
-    tmp_cfg.write_text(json.dumps(config, indent=2) + "\n")
-    tmp_cfg.replace(folder / CONFIG_NAME)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        tmp.chmod(0o644)
+    atomic_write_json(folder / BACKBONE_CONFIG, config)
     return folder
 
 
@@ -82,9 +78,9 @@ def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Mo
 
     folder = Path(folder)
     cfg = read_config(folder)
-    weights = folder / WEIGHTS_NAME
+    weights = folder / WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing")
+        raise ModelFileError(f"{weights}: missing")
     model = create_backbone(cfg["architecture"])
     model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
     model.pretrained_cfg = {**model.pretrained_cfg, **cfg["pretrained_cfg"], "architecture": cfg["architecture"]}

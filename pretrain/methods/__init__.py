@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pretrain.config import PretrainConfig
 from pretrain.methods.base import Method, StepOutput
+from pretrain.methods.info import describe
 from pretrain.methods.effssl import EffSSL, NPID
 from pretrain.methods.simclr import SimCLR
 
@@ -17,4 +21,13 @@ def build_method(name: str, **kwargs) -> Method:
     return cls(**kwargs)
 
 
-__all__ = ["Method", "StepOutput", "EffSSL", "NPID", "SimCLR", "METHOD_CLASSES", "build_method"]
+def describe_method(cfg: PretrainConfig) -> dict[str, Any]:
+    """metrics.json's ``method_info``: the run's method in its own words, cited, with the options that shape it
+    (and this project's method's citation, which the card gives too when a baseline was trained)."""
+    cls = METHOD_CLASSES[cfg.method]
+    record = describe(cls.info, cls.name, cfg, engine=EffSSL.info.citation)
+    record["name"] = cls.title(cfg)
+    return record
+
+
+__all__ = ["Method", "StepOutput", "EffSSL", "NPID", "SimCLR", "METHOD_CLASSES", "build_method", "describe_method"]

@@ -6,37 +6,21 @@ interface; a method says how many views it needs and what its loss is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
 
 from pretrain.config import PretrainConfig
+from pretrain.distributed import Gather  # re-exported: a method's `gather` argument
+from pretrain.methods.info import MethodInfo
 from pretrain.modules import ProjectionHead
 
 
 @dataclass
 class StepOutput:
     loss: torch.Tensor
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class Gather:
-    """All-gather along the batch dimension; the identity in a single process."""
-
-    def __init__(self, world_size: int = 1, rank: int = 0) -> None:
-        self.world_size = world_size
-        self.rank = rank
-
-    def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return t
-        import torch.distributed as dist
-
-        out = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(out, t.contiguous())
-        return torch.cat(out)
 
 
 class Method(nn.Module):
@@ -44,6 +28,12 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "base"
     num_views: ClassVar[int] = 1
+    info: ClassVar[MethodInfo]  # name, paper, the options that matter: written into the run for the card
+
+    @classmethod
+    def title(cls, cfg: PretrainConfig) -> str:
+        """The method's name as the card shows it for this run's options."""
+        return cls.info.title
 
     def __init__(self, cfg: PretrainConfig, backbone: nn.Module, embed_dim: int, num_samples: int,
                  gather: Gather | None = None) -> None:

@@ -8,53 +8,81 @@ One view per image: one forward, one backward. See ../shared/design/METHOD.md.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
 
 from pretrain.config import PretrainConfig
-from pretrain.distributed import gather_rows
 from pretrain.methods.base import Gather, Method, StepOutput
+from pretrain.methods.info import Citation, MethodInfo
 from pretrain.modules import CutMix, InstanceCELoss, MemoryBank, SqrtKLLoss, cutmix_targets
+
+CAO_WU_2024 = Citation(
+    key="cao2024efficiency",
+    text='Yun-Hao Cao and Jianxin Wu. "On Improving the Algorithm-, Model-, and Data- Efficiency of '
+         'Self-Supervised Learning." arXiv:2404.19289, 2024.',
+    bibtex="@article{cao2024efficiency,\n"
+           "  title   = {On Improving the Algorithm-, Model-, and Data- Efficiency of Self-Supervised Learning},\n"
+           "  author  = {Cao, Yun-Hao and Wu, Jianxin},\n"
+           "  journal = {arXiv preprint arXiv:2404.19289},\n"
+           "  year    = {2024}\n}",
+    arxiv="2404.19289")
+WU_2018 = Citation(
+    key="wu2018unsupervised",
+    text='Zhirong Wu, Yuanjun Xiong, Stella X. Yu and Dahua Lin. "Unsupervised Feature Learning via '
+         'Non-Parametric Instance Discrimination." CVPR 2018, arXiv:1805.01978.',
+    bibtex="@inproceedings{wu2018unsupervised,\n"
+           "  title     = {Unsupervised Feature Learning via Non-Parametric Instance Discrimination},\n"
+           "  author    = {Wu, Zhirong and Xiong, Yuanjun and Yu, Stella X. and Lin, Dahua},\n"
+           "  booktitle = {CVPR},\n"
+           "  year      = {2018}\n}",
+    arxiv="1805.01978")
 
 # Logit for sampled negatives that duplicate a batch row: excluded from both softmaxes.
 _MASKED = -1e4
-
-_BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class EffSSL(Method):
     name: ClassVar[str] = "effssl"
     num_views: ClassVar[int] = 1
+    # The components a baseline switches off whatever the config says (FIXED); effssl takes them from the config.
+    SWITCHES: ClassVar[tuple[str, ...]] = ("bank_update", "calibrate", "sqrtkl_weight", "cutmix_alpha")
+    FIXED: ClassVar[dict[str, Any]] = {}
+    info: ClassVar[MethodInfo] = MethodInfo(
+        "EffSSL", CAO_WU_2024, ("temperature", "num_negatives", "proj_dim", "proj_out_bn", "sqrtkl_weight",
+                                "cutmix_alpha", "bank_update", "calibrate_view", "recalibrate_every"))
+
+    @classmethod
+    def title(cls, cfg: PretrainConfig) -> str:
+        """The method with the components this run actually used (a recipe may switch some off)."""
+        parts = ["instance CE with a memory bank"]
+        if cfg.calibrate:
+            every = cfg.recalibrate_every
+            parts.append("feature calibration" + (f" every {every} epoch{'s' if every > 1 else ''}" if every else ""))
+        if cfg.sqrtkl_weight > 0:
+            parts.append("SqrtKL self-distillation")
+        if cfg.cutmix_alpha > 0:
+            parts.append("CutMix")
+        if cfg.proj_out_bn:
+            parts.append("a BatchNorm on the projector output")
+        return f"{cls.info.title} ({', '.join(parts)}; Cao & Wu 2024)"
 
     def __init__(self, cfg: PretrainConfig, backbone: torch.nn.Module, embed_dim: int, num_samples: int,
                  gather: Gather | None = None) -> None:
         super().__init__(cfg, backbone, embed_dim, num_samples, gather)
+        own = {name: self.FIXED.get(name, getattr(cfg, name)) for name in self.SWITCHES}
+        self.bank_update: str = own["bank_update"]
+        self.calibrate: bool = own["calibrate"]
+        self.sqrtkl_weight: float = own["sqrtkl_weight"]
+        self.cutmix_alpha: float = own["cutmix_alpha"]
         self.bank = MemoryBank(num_samples, cfg.proj_dim, update=self.bank_update, momentum=cfg.bank_momentum,
                                lr=cfg.effective_bank_lr if self.bank_update == "grad" else None,
-                               dtype=_BANK_DTYPES[cfg.bank_dtype])
+                               dtype=getattr(torch, cfg.bank_dtype))  # config.BANK_DTYPES: torch names
         self.ce = InstanceCELoss(cfg.temperature)
         self.sqrtkl = SqrtKLLoss(cfg.sqrtkl_power)
-        self.cutmix = CutMix(cfg.cutmix_alpha) if self.cutmix_alpha > 0 else None
+        self.cutmix = CutMix(self.cutmix_alpha) if self.cutmix_alpha > 0 else None
         self.num_negatives = min(cfg.num_negatives, num_samples)
-
-    # The baselines override these four.
-    @property
-    def bank_update(self) -> str:
-        return self.cfg.bank_update
-
-    @property
-    def calibrate(self) -> bool:
-        return self.cfg.calibrate
-
-    @property
-    def sqrtkl_weight(self) -> float:
-        return self.cfg.sqrtkl_weight
-
-    @property
-    def cutmix_alpha(self) -> float:
-        return self.cfg.cutmix_alpha
 
     @torch.no_grad()
     def setup(self, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
@@ -71,7 +99,7 @@ class EffSSL(Method):
             return
         was_training = self.training
         self.train()
-        gather = gather_rows if self.gather.world_size > 1 else None
+        gather = (lambda f, i: (self.gather(f), self.gather(i))) if self.gather.world_size > 1 else None
         self.bank.calibrate(batches(), self.project, gather)
         self.train(was_training)
 
@@ -93,40 +121,27 @@ class EffSSL(Method):
         else:
             partner = own[perm]
         targets = cutmix_targets(logits.shape[1], own, partner, ratio)
-        loss_ce = self.ce(logits, targets)
-        loss = loss_ce
-        logs = {"loss_ce": loss_ce.detach()}
+        loss = self.ce(logits, targets)
         if self.sqrtkl_weight > 0:
-            loss_kl = self.sqrtkl(logits)
-            loss = loss + self.sqrtkl_weight * loss_kl
-            logs["loss_sqrtkl"] = loss_kl.detach()
+            loss = loss + self.sqrtkl_weight * self.sqrtkl(logits)
         with torch.no_grad():
-            logs["inst_acc"] = (logits.argmax(dim=1) == own).float().mean()
             if self.bank.update_rule == "grad":
                 probs = torch.softmax(logits / self.cfg.temperature, dim=1)
                 self.bank.update(all_idx, self.gather(z.detach()), rows, self.gather(probs), self.gather(targets))
             else:
                 self.bank.update(all_idx, self.gather(z.detach()))
-        return StepOutput(loss, logs)
+        return StepOutput(loss)
 
 
 class NPID(EffSSL):
     """NPID baseline in the same engine: random bank init, EMA update, no SqrtKL, no CutMix."""
 
     name: ClassVar[str] = "npid"
+    FIXED: ClassVar[dict[str, Any]] = {"bank_update": "ema", "calibrate": False, "sqrtkl_weight": 0.0,
+                                       "cutmix_alpha": 0.0}
+    info: ClassVar[MethodInfo] = MethodInfo("NPID (non-parametric instance discrimination)", WU_2018,
+                                            ("temperature", "num_negatives", "proj_dim", "bank_momentum"))
 
-    @property
-    def bank_update(self) -> str:
-        return "ema"
-
-    @property
-    def calibrate(self) -> bool:
-        return False
-
-    @property
-    def sqrtkl_weight(self) -> float:
-        return 0.0
-
-    @property
-    def cutmix_alpha(self) -> float:
-        return 0.0
+    @classmethod
+    def title(cls, cfg: PretrainConfig) -> str:
+        return cls.info.title  # not EffSSL's list of components: NPID has none of them

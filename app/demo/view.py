@@ -1,10 +1,8 @@
-"""`edgezoo demo`: a Gradio app for embedding and retrieval over a folder of your own images.
+"""The demo's Gradio app: the server's state (`DemoApp`: the gallery, and the loaded models with their
+gallery indexes and PCA), the query handlers, the page, and launching it (`start`).
 
-Serving uses onnxruntime by default (a RUN_DIR's validated ``export/model.onnx``
-through ``zoo.edge.EdgeEmbedder``, or ``zoo.from_pretrained(..., backend="onnx")``),
-so a serving machine needs no torch. The gallery's embeddings live in a
-``zoo.index`` file beside a record of the model and the image list, rebuilt only
-when either changed.
+The gallery's embeddings live in a ``zoo.index`` file beside a record of the
+model and the image list, rebuilt only when either changed.
 
 What the server exposes is deliberately small: ``allowed_paths`` is the gallery
 folder alone (results are gallery images), uploads are capped in bytes and
@@ -15,7 +13,6 @@ a concurrency limit so a burst of clients cannot exhaust the CPU.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from collections import OrderedDict
@@ -25,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from app.demo.model import DemoError, DemoModel
 from app.gallery import GalleryQuality, score
 from zoo.errors import EdgezooError
 from zoo.fsutil import printable_name, utf8_path
@@ -38,8 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-BACKENDS = ("onnx", "torch")
-VARIANTS = ("fp32", "int8")
 MAX_UPLOAD_MB = 20
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to ~120 MB of RGB; beyond that is refused
 PICKER_IMAGES = 48  # gallery thumbnails offered as queries
@@ -47,184 +43,7 @@ PLOT_POINTS = 2000  # gallery points drawn in the PCA plot
 LOADED_MODELS = 3  # (model, index) pairs kept in memory for the picker
 
 
-class DemoError(EdgezooError):
-    """The demo cannot start (no model, no gallery)."""
-
-
-# --- models ---------------------------------------------------------------------------------------------
-
-@dataclass
-class DemoModel:
-    """An embedder and what identifies it in a gallery index record."""
-
-    name: str
-    embed: Callable[[Sequence[Any]], np.ndarray]
-    dim: int
-    key: dict[str, Any]  # name, backend, model file sha256, preprocessing: any change rebuilds the index
-    description: str
-    run_dir: Path | None = None
-    config: dict[str, Any] | None = None  # timm config.json: architecture for the random-init reference
-
-
-
-def _identity(name: str, backend: str, model_file: Path, preprocess: Any, **extra: Any) -> dict[str, Any]:
-    from zoo.edge import sha256_of
-
-    return {"name": name, "backend": backend, "file": model_file.name, "sha256": sha256_of(model_file),
-            "preprocess": preprocess.as_dict(), **extra}
-
-
-def _onnx_file(export_dir: Path, variant: str) -> Path:
-    from zoo.edge import FP32_MODEL, INT8_MODEL, read_validation
-
-    read_validation(export_dir)  # refuses an export that failed validation or changed since
-    return export_dir / (FP32_MODEL if variant == "fp32" else INT8_MODEL)
-
-
-def _load_local(path: Path, backend: str, variant: str) -> DemoModel:
-    """A RUN_DIR, an export folder or one .onnx/.ort file."""
-    from zoo.edge import EdgeEmbedder
-
-    from zoo.timm_files import CONFIG_NAME, read_config
-
-    run_dir = path if (path / "backbone").is_dir() or (path / "export").is_dir() else None
-    config = read_config(run_dir / "backbone") if run_dir and (run_dir / "backbone" / CONFIG_NAME).is_file() else None
-    name = str(path)
-    if backend == "torch":
-        if run_dir is None:
-            raise DemoError(f"{path}: the torch backend needs a RUN_DIR (with backbone/)")
-        if variant != "fp32":
-            raise DemoError(f"variant {variant!r} is an ONNX model: use --backend onnx (torch has the fp32 weights)")
-        from zoo.pretrained import TorchEmbedder
-
-        runner = TorchEmbedder(run_dir / "backbone")
-        key = _identity(str(path.resolve()), "torch", run_dir / "backbone" / "model.safetensors", runner.preprocess)
-        return DemoModel(name, runner.embed, runner.dim, key, f"torch, {runner.dim}-d", run_dir, config)
-    if path.is_file():
-        model_file = path
-    elif run_dir is not None:
-        model_file = _onnx_file(run_dir / "export", variant)
-    elif (path / "model.onnx").is_file():
-        model_file = _onnx_file(path, variant)
-    else:
-        raise DemoError(f"{path}: not a RUN_DIR, an export folder or an .onnx/.ort file")
-    embedder = EdgeEmbedder(model_file)
-    key = _identity(str(path.resolve()), "onnx", model_file, embedder.preprocess)
-    return DemoModel(name, embedder.embed, embedder.dim, key,
-                     f"onnxruntime {model_file.name}, {embedder.dim}-d, {embedder.preprocess.img_size} px", run_dir,
-                     config)
-
-
-def _load_published(repo_id: str, revision: str | None, backend: str, variant: str, hub: str | None,
-                    hub_dir: str | Path | None) -> DemoModel:
-    from zoo.pretrained import ONNX_VARIANTS, from_pretrained
-
-    hub = hub or ("local" if hub_dir else None)  # as everywhere: a --hub-dir means the local hub
-    model = from_pretrained(repo_id, revision, backend=backend, variant=variant, hub=hub, hub_dir=hub_dir)
-    model_file = model.path / (ONNX_VARIANTS[variant] if backend == "onnx" else "model.safetensors")
-    name = f"{repo_id}@{model.revision}"
-    key = _identity(name, backend, model_file, model.preprocess, commit=model.commit)
-    what = f"onnxruntime {model_file.name}" if backend == "onnx" else "torch"
-    return DemoModel(name, model.embed, model.dim, key,
-                     f"{what}, {model.dim}-d, {model.preprocess.img_size} px, commit {model.commit[:10]}",
-                     config=model.config)
-
-
-def load_model(spec: str, *, backend: str = "onnx", variant: str = "fp32", hub: str | None = None,
-               hub_dir: str | Path | None = None) -> DemoModel:
-    """A RUN_DIR / export folder / model file if `spec` is a path, else a published ``org/name[@revision]``."""
-    if backend not in BACKENDS or variant not in VARIANTS:
-        raise DemoError(f"backend must be one of {BACKENDS} and variant one of {VARIANTS}")
-    path = Path(spec).expanduser()
-    if path.exists():
-        return _load_local(path, backend, variant)
-    repo_id, _, revision = spec.partition("@")
-    try:
-        return _load_published(repo_id, revision or None, backend, variant, hub, hub_dir)
-    except EdgezooError as exc:
-        raise DemoError(f"{spec} is no local RUN_DIR or model file, and as a published model: {exc}") from exc
-
-
-def model_choices(current: str, runs_dir: Path | None = None, hub: str | None = None,
-                  hub_dir: str | Path | None = None) -> list[tuple[str, str]]:
-    """(label, spec) for the picker: the served model, local validated runs, then the zoo's index."""
-    choices: dict[str, str] = {current: f"{current} (started with)"}
-    if runs_dir is not None and runs_dir.is_dir():
-        for validation in sorted(runs_dir.glob("*/export/validation.json")):
-            run = str(validation.parent.parent)
-            choices.setdefault(run, f"{run} (local run)")
-    try:
-        from zoo.hub import list_models
-
-        rows = list_models(hub=hub, hub_dir=hub_dir)
-    except EdgezooError as exc:  # an unreachable hub only shortens the list
-        log.warning("the zoo's index is unavailable: %s", exc)
-        rows = []
-    for row in rows:
-        if row.get("version"):
-            knn = f", kNN {100 * row['knn_top1']:.1f}%" if row.get("knn_top1") is not None else ""
-            choices.setdefault(f"{row['repo_id']}@{row['version']}",
-                               f"{row['repo_id']} {row['version']} ({row.get('architecture')}{knn})")
-    return [(label, spec) for spec, label in choices.items()]
-
-
-# --- gallery --------------------------------------------------------------------------------------------
-
-def default_gallery(run_dir: Path | None = None, config: dict[str, Any] | None = None) -> Path:
-    """Images from the model's own domain, so that its answers can be judged.
-
-    In order: the held-out labelled split of the data it was trained on (CIFAR-10's
-    test images for a CIFAR-10 model: the model never saw them, and their labels
-    score the page), the RUN_DIR's training folder, the hymenoptera photos of
-    ../shared/datasets. A model trained on 32 px CIFAR-10 searching 256 px ant and
-    bee photos answers near chance (56% against 51% precision@8), which is why the
-    photos come last.
-    """
-    import json
-
-    from zoo import datasets
-
-    record = json.loads((run_dir / "data.json").read_text()) if run_dir and (run_dir / "data.json").is_file() else {}
-    data = (record.get("train") or {}).get("spec") or ((config or {}).get("edgezoo") or {}).get("data")
-    held_out = _local_eval_split(data) if data else None
-    if held_out is not None:
-        return held_out
-    root = Path((record.get("train") or {}).get("root", ""))
-    if record and root.is_dir():
-        return root
-    shared = datasets.shared_datasets()
-    if shared is not None and (shared / "hymenoptera").is_dir():
-        return shared / "hymenoptera"
-    raise DemoError("no gallery: pass --gallery FOLDER (a folder of images, searched recursively)")
-
-
-def _local_eval_split(data: str) -> Path | None:
-    """The held-out labelled split of a training source, if this machine has it (never downloads)."""
-    from zoo import datasets
-
-    try:
-        if data.lower() == "cifar10":
-            return datasets.find_cifar10(download=False) / "test"
-        spec = datasets.eval_spec(data) if Path(data).expanduser().is_dir() else None
-        return datasets.resolve(spec).root if spec else None
-    except OSError as exc:  # not on this machine: NoImagesError is one
-        log.info("default gallery: the held-out split of %s is not here (%s)", data, exc)
-        return None
-
-
-def gallery_images(root: Path, max_images: int | None = None, seed: int = 0) -> list[Path]:
-    """The gallery's image files (a fixed random subset when capped), sorted."""
-    from zoo.images import NoImagesError, find_images
-
-    paths = find_images(root)
-    if not paths:
-        raise NoImagesError(f"{root}: no image files for the gallery (jpg, jpeg, png, webp, bmp)")
-    if max_images is not None and len(paths) > max_images:
-        keep = np.random.default_rng(seed).choice(len(paths), max_images, replace=False)
-        paths = [paths[i] for i in sorted(keep.tolist())]
-        log.info("gallery capped at %d of the images under %s", max_images, root)
-    return paths
-
+# --- served models --------------------------------------------------------------------------------------
 
 class Pca2D:
     """A 2-D PCA of the gallery's embeddings (numpy SVD on at most 5000 rows)."""
@@ -520,60 +339,3 @@ def start(app: DemoApp, host: str = DEFAULT_HOST, port: int | None = DEFAULT_POR
                   max_file_size=f"{MAX_UPLOAD_MB}mb", ssr_mode=False, footer_links=["api", "gradio"],
                   theme=gr.themes.Soft())
     return blocks, blocks.local_url
-
-
-def create_app(model: str, gallery: str | Path | None = None, *, backend: str = "onnx", variant: str = "fp32",
-               hub: str | None = None, hub_dir: str | Path | None = None, runs_dir: str | Path | None = "runs",
-               index_dir: str | Path | None = None, max_gallery: int | None = None, top_k: int = 8) -> DemoApp:
-    """Load the model, list the picker's models and build (or load) the gallery's index."""
-    from zoo.datasets import cache_dir
-
-    first = load_model(model, backend=backend, variant=variant, hub=hub, hub_dir=hub_dir)
-    # Resolved before listing, so the photos' names are relative to the same root DemoApp keeps
-    # (a gallery reached through a symlinked folder, e.g. ../shared, otherwise has no names).
-    root = (Path(gallery).expanduser() if gallery else default_gallery(first.run_dir, first.config)).resolve()
-    paths = gallery_images(root, max_gallery)
-    choices = model_choices(first.name, Path(runs_dir) if runs_dir else None, hub, hub_dir)
-
-    def loader(spec: str) -> DemoModel:
-        return load_model(spec, backend=backend, variant=variant, hub=hub, hub_dir=hub_dir)
-
-    return DemoApp(root, paths, first, loader=loader, choices=choices,
-                   index_dir=Path(index_dir) if index_dir else cache_dir() / "index", top_k=top_k)
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="a RUN_DIR (its validated export/model.onnx), an export folder, an .onnx file, or a "
-                             "published org/name[@version]")
-    parser.add_argument("--gallery", type=Path, default=None,
-                        help="folder of images to search (recursive; default: the held-out split of the model's "
-                             "training data, e.g. CIFAR-10's test images, else the RUN_DIR's training folder, else "
-                             "the hymenoptera photos of ../shared/datasets)")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default: {DEFAULT_PORT})")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnx",
-                        help="onnx (onnxruntime, no torch needed; default) or torch")
-    parser.add_argument("--variant", choices=VARIANTS, default="fp32", help="ONNX model: fp32 (default) or int8")
-    parser.add_argument("--hub", choices=("hf", "local"), default=None,
-                        help="hub of published models and of the picker's list (default: as `edgezoo list`)")
-    parser.add_argument("--hub-dir", type=Path, default=None, help="local hub directory (implies --hub local)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
-                        help="folder whose exported runs the model picker offers (default: runs)")
-    parser.add_argument("--index-dir", type=Path, default=None,
-                        help="where gallery indexes are kept (default: <edgezoo cache>/index)")
-    parser.add_argument("--max-gallery", type=int, default=None,
-                        help="index at most this many gallery images (a fixed random subset; default: all)")
-    parser.add_argument("--top-k", type=int, default=8, help="results shown per query at first (default: 8)")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="queries processed at once; more wait in the queue (default: 2)")
-
-
-def run_demo(args: argparse.Namespace) -> str:
-    app = create_app(args.model, args.gallery, backend=args.backend, variant=args.variant, hub=args.hub,
-                     hub_dir=args.hub_dir, runs_dir=args.runs_dir, index_dir=args.index_dir,
-                     max_gallery=args.max_gallery, top_k=args.top_k)
-    blocks, url = start(app, args.host, args.port, concurrency=args.concurrency)
-    print(f"edgezoo demo: {url}  (model {app.default}, {len(app.gallery_paths)} gallery images; Ctrl-C stops)")
-    blocks.block_thread()
-    return url

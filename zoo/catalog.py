@@ -1,0 +1,73 @@
+"""The zoo's index: every published model of a hub with its key metrics (`edgezoo list`).
+
+Each row is read from the repository's own files at its latest version
+(config.json, training/metrics.json, onnx/validation.json), on the local hub or
+the Hugging Face Hub (models tagged ``edgezoo``). torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.hub import DEFAULT_BRANCH, VERSION_RE, choose_hub, hf_errors_to_hub_errors, latest_version
+from zoo.hub_local import LocalHub, local_hub_dir
+from zoo.layout import BACKBONE_CONFIG, REPO_METRICS, REPO_VALIDATION
+
+_INDEX_FILES = (BACKBONE_CONFIG, REPO_METRICS, REPO_VALIDATION)
+
+
+def _json_or_none(data: bytes | str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | str | None]) -> dict[str, Any]:
+    """One row of the zoo's index from a repo's own files (`read(path)` at its latest version)."""
+    config, metrics, validation = (_json_or_none(read(p)) or {} for p in _INDEX_FILES)
+    return {
+        "repo_id": repo_id, "version": latest_version(tags), "versions": sum(bool(VERSION_RE.match(t)) for t in tags),
+        "architecture": config.get("architecture"), "method": metrics.get("method"),
+        "data": (config.get("edgezoo") or {}).get("data"), "img_size": metrics.get("img_size"),
+        "embed_dim": config.get("embed_dim"), "knn_top1": metrics.get("knn_top1"), "rankme": metrics.get("rankme"),
+        "epochs": metrics.get("epochs"), "onnx_passed": validation.get("passed"),
+    }
+
+
+def list_local(hub_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    hub = LocalHub(local_hub_dir(hub_dir))
+    rows = []
+    for repo_id in hub.list_repos():
+        tags = hub.refs(repo_id)["tags"]
+        latest = latest_version(tags)
+        commit = tags[latest] if latest else hub.resolve(repo_id)
+        if commit is not None:  # else created but never published
+            rows.append(_index_row(repo_id, list(tags), partial(hub.read, repo_id, commit)))
+    return rows
+
+
+def list_hf(author: str | None = None) -> list[dict[str, Any]]:
+    """edgezoo models on the Hugging Face Hub (tag ``edgezoo``), with their metrics files."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    def read(repo_id: str, revision: str, path: str) -> str:
+        return Path(hf_hub_download(repo_id, path, revision=revision)).read_text()
+
+    api = HfApi()
+    rows = []
+    try:
+        for info in api.list_models(filter="edgezoo", author=author):
+            tags = [t.name for t in api.list_repo_refs(info.id).tags]
+            rows.append(_index_row(info.id, tags, partial(read, info.id, latest_version(tags) or DEFAULT_BRANCH)))
+    except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
+        raise hf_errors_to_hub_errors(exc, author or "edgezoo models", None) from exc
+    return rows
+
+
+def list_models(hub: str | None = None, hub_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The zoo's index: every published model of the configured hub with its key metrics."""
+    return list_hf() if choose_hub(hub, hub_dir) == "hf" else list_local(hub_dir)
