@@ -13,8 +13,8 @@ Phases, each with its own time limit inside `--total-s` (default 540 s):
    (grid order is priority order; what cannot finish is not started, and
    `--skip-done` takes the results.jsonl of earlier windows);
 4. compile: pretrain_speed.py under torch.compile (default for both methods,
-   reduce-overhead = CUDA graphs for effssl), after the sweep so that a slow
-   compilation costs the compile rows and nothing else.
+   reduce-overhead = CUDA graphs for effssl), one phase a mode, after the sweep so
+   that a slow compilation costs its own row and nothing else (`--compile-s 0`: none).
 Writes OUT/{speed,sweep,compile}.{md,json}, OUT/window.log and OUT/summary.json,
 prints the tables and, last, one JSON line. Every phase runs in its own process
 group, and the window ends by stopping whatever a phase left behind.
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="folder for the tables, JSON and logs")
     p.add_argument("--total-s", type=float, default=540.0, help="the whole window")
-    p.add_argument("--compile-s", type=float, default=150.0, help="kept for the compile phase, at the end")
+    p.add_argument("--compile-s", type=float, default=180.0,
+                   help="kept for the compile phases, at the end (0: none, a sweep-only window)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the sweep's entries that set none")
     p.add_argument("--parallel", type=int, default=4, help="trainings sharing the GPU")
     p.add_argument("--grid", type=Path, action="append", default=None,
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return [py, str(HERE / "pretrain_speed.py"), "--methods", methods, "--compile", modes,
                 *(smoke or gpu)]
 
-    speed_out = win.phase("speed", speed_cmd("effssl,simclr", "off"), 120, data_env)
+    speed_out = win.phase("speed", speed_cmd("effssl,simclr", "off"), 150, data_env)
     speed_tables = split_output(speed_out, "speed", args.out)
 
     grids = args.grid or [GRIDS / "gpu-head-to-head.json", GRIDS / "gpu-ablation.json"]
@@ -171,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep_tables = split_output(sweep_out, "sweep", args.out)
 
     # CUDA graphs only where they can exist; on the CPU the smoke traces without code generation.
+    # One phase a mode, so that a compilation that outlasts its share costs that row only.
     compile_phases = ([("compile", "effssl", "aot_eager", 1.0)] if args.smoke else
-                      [("compile", "effssl", "default,reduce-overhead", 0.6), ("compile-simclr", "simclr", "default", 0.4)])
+                      [("compile", "effssl", "default", 0.35), ("compile-cudagraphs", "effssl", "reduce-overhead", 0.35),
+                       ("compile-simclr", "simclr", "default", 0.3)])
+    if args.compile_s <= 0:
+        compile_phases = []
     compiled: dict[str, dict | None] = {}
     compile_tables = ""
     for name, methods, modes, share in compile_phases:
