@@ -94,3 +94,13 @@ def test_equal_time_epochs_follow_the_isolated_speed_ratio(speed_file):
     assert epochs["simclr-30"] == 30 and epochs["effssl@simclr-30"] == 60
     assert isinstance(epochs["simclr@effssl"], str)  # chained equal-time entries are refused, not guessed
     assert "no --speed" in gpu_sweep.resolve_epochs(entries[:2], 10, {})["effssl@simclr-30"]
+
+
+def test_runs_still_going_at_the_budget_are_stopped_with_their_processes(tmp_path, capsys, cifar_root):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"runs": [{"name": "cut-short", "overrides": {}}]}))
+    out = tmp_path / "out"
+    gpu_sweep.main(["--grid", str(grid), "--smoke", "--budget-s", "2", "--out", str(out)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+    assert result["status"] == "stopped" and result["reason"].startswith("budget spent")
+    assert not _alive_with(str(out))
