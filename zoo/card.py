@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from zoo.errors import EdgezooError
+from zoo.layout import WEIGHTS
 from zoo.public import public_json, public_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +85,7 @@ def model_stats(backbone_dir: str | Path, img_size: int) -> dict[str, Any]:
         from zoo.timm_files import load_backbone
     except ImportError:
         log.info("torch not installed: parameters from the safetensors header, GMACs not counted")
-        return {"params": _params_from_safetensors(backbone_dir / "model.safetensors"), "gmacs": None,
+        return {"params": _params_from_safetensors(backbone_dir / WEIGHTS), "gmacs": None,
                 "counted_with": None}
     model = load_backbone(backbone_dir)
     counter = FlopCounterMode(display=False)
