@@ -88,13 +88,7 @@ def worker(args: argparse.Namespace) -> dict:
         probe_views = [augment(images[:bs], gen) for _ in range(method.num_views)]
         if cfg.channels_last:
             probe_views = [v.contiguous(memory_format=torch.channels_last) for v in probe_views]
-
-        def probe() -> None:
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = sum(method.backbone(v).float().square().mean() for v in probe_views)
-            loss.backward()
-
-        compiled = compile_backbone(method.backbone, cfg.compile_mode, probe)
+        compiled = compile_backbone(method.backbone, cfg.compile_mode, probe_views, amp=amp)
     times = []
     for step in range(args.warmup + args.steps):
         b = images[step * bs:(step + 1) * bs]

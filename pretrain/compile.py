@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -62,12 +62,18 @@ def step_begin(result: CompileResult | None) -> None:
         torch.compiler.cudagraph_mark_step_begin()
 
 
-def compile_backbone(backbone: nn.Module, mode: str, probe: Callable[[], None]) -> CompileResult:
-    """Compile `backbone` in place and run `probe` (forward + backward of a training batch) PROBE_CALLS times.
+def compile_backbone(backbone: nn.Module, mode: str, views: list[torch.Tensor], amp: bool = False) -> CompileResult:
+    """Compile `backbone` in place and probe it PROBE_CALLS times with a training step's shape: a forward of
+    each view (a method's views per step, in the training memory format), then one backward.
 
     The probe's effect is undone: buffers (BatchNorm statistics) restored, gradients cleared.
     On failure the backbone runs eagerly again and the result says why.
     """
+    def probe() -> None:
+        with torch.autocast(device_type=views[0].device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = sum(backbone(v).float().square().mean() for v in views)
+        loss.backward()
+
     kwargs = compile_kwargs(mode)
     saved = {name: buf.detach().clone() for name, buf in backbone.named_buffers()}
     t0 = time.perf_counter()

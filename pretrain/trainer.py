@@ -183,7 +183,6 @@ class FitState:
     epochs: int
     t_budget: float  # when the time budget started
     scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
-    compiled: CompileResult | None = None
     calibration_s: float | None = None
     plan: BudgetPlan | None = None
     epoch: int = 0  # epochs completed
@@ -289,19 +288,12 @@ class Trainer:
                                 test.labels if test else None, self.preprocess, cfg.knn_k, cfg.knn_t, self.device,
                                 amp=cfg.amp and self.device.type == "cuda")
 
-    def _compile(self, method: Method, images: torch.Tensor, augment: Callable, per_rank: int) -> CompileResult:
+    def _compile(self, method: Method, images: torch.Tensor, augment: Callable, per_rank: int) -> None:
         """torch.compile the backbone, probed with views of a training batch (eager if that fails)."""
         gen = torch.Generator(device=self.device).manual_seed(0)  # the run's own generators stay untouched
         views = [self._layout(augment(images[:per_rank], gen)) for _ in range(method.num_views)]
-
-        def probe() -> None:
-            with self._autocast():
-                loss = sum(method.backbone(v).float().square().mean() for v in views)
-            loss.backward()
-
-        result = compile_backbone(method.backbone, self.cfg.compile_mode, probe)
-        self.compile_result = result
-        return result
+        self.compile_result = compile_backbone(method.backbone, self.cfg.compile_mode, views,
+                                               amp=self.cfg.amp and self.device.type == "cuda")
 
     # -- the loop: fit() in named steps
     def fit(self) -> dict[str, Any]:
@@ -373,7 +365,8 @@ class Trainer:
         st.scheduler = torch.optim.lr_scheduler.LambdaLR(  # follows st.epochs when the time budget sets it
             st.optimizer, lambda s: cosine_lr(s, st.steps_per_epoch * st.epochs, warmup_steps))
         self._resume_or_calibrate(st)
-        st.compiled = self._compile(method, images, augment, per_rank) if cfg.compile else None
+        if cfg.compile:
+            self._compile(method, images, augment, per_rank)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -456,7 +449,7 @@ class Trainer:
     def _train_step(self, st: FitState, idx: torch.Tensor) -> torch.Tensor:
         """One optimisation step on the images `idx`; the method's loss (without the penalty), detached."""
         batch = st.images[idx]
-        step_begin(st.compiled)
+        step_begin(self.compile_result)
         views = [self._layout(st.augment(batch, st.local)) for _ in range(st.method.num_views)]
         with self._autocast():
             out = st.model(views, idx, st.shared, st.local)
