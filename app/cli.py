@@ -46,6 +46,8 @@ STAGES = [
            "run_list"),
     _Stage("run", "the whole pipeline: pretrain, evaluate, export + validate, publish, then serve the demo "
            "(finished stages are skipped)", "app.pipeline", "add_run_arguments", "run_pipeline"),
+    _Stage("zoo", "build a family of backbones from one spec (zoo/specs/*.yaml) and its table ZOO.md",
+           "app.zoo_build", "add_zoo_arguments", "run_zoo"),
     _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo.cli",
            "add_demo_arguments", "run_demo", needs=("gradio",)),
 ]

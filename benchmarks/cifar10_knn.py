@@ -31,14 +31,13 @@ def random_init(cfg) -> dict:
     from pretrain.evaluate import knn_protocol
     from pretrain.distributed import select_device
     from zoo import datasets
-    from zoo.backbones import create_backbone
 
     pre = preprocess_of(cfg)
     bank = load_knn_bank(cfg, pre)
     test = load_split(cfg.eval_data or datasets.eval_spec(cfg.data), pre)
     torch.manual_seed(cfg.seed)
     dev = select_device(cfg.device)
-    backbone = create_backbone(cfg.model, small_stem=cfg.small_stem).to(dev)
+    backbone = cfg.create_backbone().to(dev)
     return knn_protocol(backbone, bank.images, bank.labels, test.images, test.labels, pre,
                         cfg.knn_k, cfg.knn_t, dev)
 
@@ -83,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             args.recipe, args.out / f"{m}-e{epochs}", method=m, **{**common, "epochs": epochs})
         rows.append({"method": m, "setting": f"equal wall time ({methods[0]})", "epochs": epochs,
                      "wall_time_s": r["wall_time_s"], "knn_top1": r["knn_top1"], "rankme": r["rankme"]})
-    print(f"\n{args.recipe}: {cfg.model} small_stem={cfg.small_stem} {cfg.max_images or 'all'} images, "
+    print(f"\n{args.recipe}: {cfg.model}{f' {cfg.model_args}' if cfg.model_args else ''} small_stem={cfg.small_stem} "
+          f"{cfg.max_images or 'all'} images, "
           f"batch {cfg.batch_size}, kNN k={cfg.knn_k} t={cfg.knn_t}\n")
     print("| method | setting | epochs | train time (s) | kNN top-1 | RankMe |")
     print("|---|---|---|---|---|---|")

@@ -100,13 +100,12 @@ def score(backbone_dir: Path | None, sets: dict, cfg) -> dict[str, float]:
     from pretrain.data import preprocess_of
     from pretrain.evaluate import knn_protocol
     from pretrain.distributed import select_device
-    from zoo.backbones import create_backbone
     from zoo.timm_files import load_backbone
 
     pre = preprocess_of(cfg)
     if backbone_dir is None:
         torch.manual_seed(cfg.seed)
-        backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
+        backbone = cfg.create_backbone()
     else:
         backbone = load_backbone(backbone_dir)
     dev = select_device(cfg.device)

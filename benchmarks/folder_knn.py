@@ -67,12 +67,12 @@ def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def random_init_config(cfg: Any) -> dict[str, Any]:
     """The timm config of the recipe's architecture (for `TorchEmbedder.random_init`, seeded with cfg.seed)."""
     from pretrain.data import preprocess_of
-    from zoo.backbones import create_backbone, embedding_dim, small_stem_name
-    from zoo.timm_files import make_config
+    from zoo.backbones import embedding_dim
+    from zoo.timm_files import backbone_config
 
-    arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
-    dim = embedding_dim(create_backbone(cfg.model, small_stem=cfg.small_stem), cfg.img_size)
-    return make_config(arch, dim, preprocess_of(cfg))
+    backbone = cfg.create_backbone()
+    return backbone_config(backbone, cfg.architecture, embedding_dim(backbone, cfg.img_size), preprocess_of(cfg),
+                           model_args=cfg.model_args)
 
 
 def train(cfg: Any, out: Path) -> dict[str, Any]:

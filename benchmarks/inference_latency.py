@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -133,21 +132,6 @@ def measure(fns: dict[str, tuple[Callable[[np.ndarray], Any], Path | None]], x: 
                    for b, ms in by_batch.items()} for name, by_batch in per_round.items()}
 
 
-def cpu_flags() -> dict[str, Any]:
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-            "vnni": bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & flags)}
-
-
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| model | backend | file MB | b1 p50 ms | b1 p90 ms | b1 img/s | b32 p50 ms | b32 p90 ms | b32 img/s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -183,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
+    from export.timing import cpu_info
+
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for run_dir in ensure_runs(args.run_dirs, args.work):
@@ -197,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             r["ratios"] = ratios(r)
             results.append(r)
     env = {"threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "onnxruntime": ort.__version__,
-           "load_avg_1m": os.getloadavg()[0], **cpu_flags()}
+           "load_avg_1m": os.getloadavg()[0], **cpu_info()}
     print(table(results))
     print()
     for r in results:

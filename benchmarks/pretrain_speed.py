@@ -50,7 +50,7 @@ def worker(args: argparse.Namespace) -> dict:
     from pretrain.methods import build_method
     from pretrain.modules.one_pixel_conv import use_one_pixel_convs
     from pretrain.distributed import select_device
-    from zoo.backbones import create_backbone, embedding_dim
+    from zoo.backbones import embedding_dim
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +71,7 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev)
     torch.manual_seed(0)
-    backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
+    backbone = cfg.create_backbone()
     embed = embedding_dim(backbone, cfg.img_size)
     method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=n).to(dev)
     if dev.type in ("cuda", "cpu") and cfg.channels_last:
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.config import build_config
 
     cfg = build_config(args.recipe, **{**(SMOKE_CONFIG if args.smoke else {}), "batch_size": args.batch_size})
-    config = {"recipe": args.recipe, "model": cfg.model, "small_stem": cfg.small_stem, "img_size": cfg.img_size,
+    config = {"recipe": args.recipe, "model": cfg.model, "model_args": cfg.model_args, "small_stem": cfg.small_stem,
+              "img_size": cfg.img_size,
               "batch_size": cfg.batch_size, "num_negatives": cfg.num_negatives, "proj_dim": cfg.proj_dim,
               "device": results[0]["device"], "threads": results[0]["threads"], "steps": args.steps,
               "compile": args.compile}

@@ -20,7 +20,9 @@ quantization raises for the graph. validation.json records the scheme and why.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -78,13 +80,48 @@ def _pre_process(src: Path, dst: Path) -> bool:
         return False
 
 
+class _RankOneWeights(logging.Filter):
+    """Drops (and counts) onnxruntime's "Axis 1 is out-of-range for weight 'X' with rank 1" warnings.
+
+    Per-channel quantization has no channel axis in a rank-1 weight (a LayerNorm scale: a ViT has
+    two a block), so onnxruntime quantizes it per-tensor, as intended; one such line per weight
+    would bury the export's own log. onnxruntime logs them on the root logger.
+    """
+
+    _PATTERN = re.compile(r"Axis -?\d+ is out-of-range for weight '(.+)' with rank 1$")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self._PATTERN.match(record.getMessage())
+        if match:
+            self.names.append(match.group(1))
+        return match is None
+
+
+@contextlib.contextmanager
+def _per_tensor_rank_one_weights() -> Iterator[None]:
+    quiet = _RankOneWeights()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+        if quiet.names:
+            log.info("%d rank-1 weight(s) quantized per-tensor (no channel axis), e.g. %s", len(quiet.names),
+                     quiet.names[0])
+
+
 def _static(src: Path, dst: Path, calib: np.ndarray, bits: int, batch_size: int) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     act = QuantType.QUInt8 if bits == 8 else QuantType.QUInt16
-    quantize_static(str(src), str(dst), _reader(calib, batch_size), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=bits == 8, activation_type=act, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD))
+    with _per_tensor_rank_one_weights():
+        quantize_static(str(src), str(dst), _reader(calib, batch_size), quant_format=QuantFormat.QDQ,
+                        per_channel=True, reduce_range=bits == 8, activation_type=act, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD))
     return {"mode": "static", "scheme": f"W8A{bits}", "format": "QDQ", "per_channel": True,
             "reduce_range": bits == 8, "activation_type": act.name, "weight_type": "QInt8",
             "calibration_method": CALIBRATION_METHOD, "num_calibration_images": int(len(calib))}

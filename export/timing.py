@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,3 +29,19 @@ def tile_batch(x: np.ndarray, n: int) -> np.ndarray:
     """Exactly n rows of x (repeating it when it has fewer), for fixed-batch timing."""
     reps = -(-n // len(x))
     return np.ascontiguousarray(np.concatenate([x] * reps)[:n]) if reps > 1 else np.ascontiguousarray(x[:n])
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU latencies were measured on: model name, cores and the vector extensions int8 speed depends on."""
+    flags: set[str] = set()
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "vnni": bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & flags)}

@@ -22,7 +22,7 @@ import numpy as np
 
 from export.onnx_export import describe
 from export.rundata import RunData, ValidationSplit, decode_normalized, plan_validation, require_images
-from export.timing import latency_ms, tile_batch
+from export.timing import cpu_info, latency_ms, tile_batch
 from zoo.fsutil import atomic_write_json
 from zoo import knn
 from zoo.edge import VALIDATED_FILES, EdgeEmbedder
@@ -163,7 +163,7 @@ def _versions() -> dict[str, Any]:
     import torch
 
     return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
+            "python": platform.python_version(), "machine": platform.machine(), **cpu_info()}
 
 
 def _embed_all(model: "torch.nn.Module", embedders: dict[str, EdgeEmbedder], x: np.ndarray) -> dict[str, np.ndarray]:

@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 _SKIP = {"extra"}
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type of a mapping option: a JSON object, e.g. '{"img_size": 32, "patch_size": 4}'."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}; expected an object such as "
+                                         '\'{"img_size": 32, "patch_size": 4}\'') from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"img_size\": 32}}', got "
+                                         f"{type(value).__name__} {text!r}")
+    return value
+
+
 def _field_type(f: dataclasses.Field) -> tuple[Any, int | None]:
     """(element type, nargs) of a config field for argparse."""
     tp = typing.get_type_hints(PretrainConfig)[f.name]
@@ -31,6 +44,8 @@ def _field_type(f: dataclasses.Field) -> tuple[Any, int | None]:
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)
         return inner[0], len(inner)
+    if tp is dict or typing.get_origin(tp) is dict:
+        return json_object, None
     return tp, None
 
 
@@ -49,7 +64,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, type=tp, nargs=nargs, default=None, help=help_text,
-                                metavar=f.name.upper())
+                                metavar="JSON" if tp is json_object else f.name.upper())
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,13 +7,18 @@ command-line flags. The resolved config is written to RUN_DIR/config.yaml.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from zoo.backbones import small_stem_name
 from zoo.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 METHODS = ("effssl", "npid", "simclr")
@@ -28,6 +33,9 @@ CHOICES: dict[str, tuple[str | None, ...]] = {
     "method": METHODS, "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
     "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES,
 }
+# timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
+RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                       "checkpoint_path", "cache_dir")
 
 
 def _option(name: str) -> str:
@@ -49,6 +57,7 @@ class PretrainConfig:
     std: tuple[float, float, float] | None = None
     # backbone
     model: str = "resnet18"
+    model_args: dict[str, Any] = field(default_factory=dict)  # timm constructor arguments, in config.json too
     small_stem: bool = True
     # method
     method: str = "effssl"
@@ -114,6 +123,7 @@ class PretrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
+        self._check_model_args()
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"{_option('time_budget')} must be > 0 seconds, got {self.time_budget}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -125,6 +135,35 @@ class PretrainConfig:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
+
+    def _check_model_args(self) -> None:
+        args = {} if self.model_args is None else self.model_args
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            raise ConfigError(f"{_option('model_args')} must be a mapping of timm argument names to values, e.g. "
+                              f'{{"img_size": 32, "patch_size": 4}}; got {args!r}')
+        reserved = sorted(set(args) & set(RESERVED_MODEL_ARGS))
+        if reserved:
+            raise ConfigError(f"{_option('model_args')}: {', '.join(reserved)} cannot be set (edgezoo builds a "
+                              "headless RGB backbone with random weights)")
+        try:
+            json.dumps(args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{_option('model_args')} must hold JSON values only (written to config.json): "
+                              f"{exc}") from exc
+        self.model_args = dict(args)
+
+    @property
+    def architecture(self) -> str:
+        """timm's registered name of the backbone: the ``*_smallstem`` variant under small_stem."""
+        return small_stem_name(self.model) if self.small_stem else self.model
+
+    def create_backbone(self) -> "torch.nn.Module":
+        """The run's backbone at random init (model, small_stem, model_args), checked to take img_size inputs."""
+        from zoo.backbones import check_input_size, create_backbone
+
+        backbone = create_backbone(self.model, small_stem=self.small_stem, **self.model_args)
+        check_input_size(backbone, self.img_size, self.model)
+        return backbone
 
     @property
     def effective_blur_p(self) -> float:
@@ -169,6 +208,8 @@ HELP: dict[str, str] = {
     "mean": "normalisation mean, three floats (default: CIFAR-10 stats for cifar10, else ImageNet)",
     "std": "normalisation std, three floats",
     "model": "any timm model name (num_classes=0 is applied)",
+    "model_args": "timm constructor arguments, a JSON object, e.g. {\"img_size\": 32, \"patch_size\": 4} for a ViT "
+                  "at 32 px (written to config.json as timm's model_args)",
     "small_stem": "3x3 stride-1 first conv and no max-pool (resnet/mobilenet/efficientnet) for small inputs",
     "method": "effssl (this project's method), npid or simclr (baselines)",
     "proj_hidden_dim": "projector hidden width",

@@ -25,12 +25,11 @@ from pretrain.distributed import select_device
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.preprocess import center_crop_normalize
 from zoo import datasets
-from zoo.backbones import create_backbone
 from zoo.errors import RunDirError
 from zoo.fsutil import atomic_write_json
 from zoo.layout import CONFIG, RunDir
 from zoo.preprocess import Preprocess
-from zoo.timm_files import load_backbone, preprocess_of, read_config
+from zoo.timm_files import backbone_from_config, load_backbone, preprocess_of, read_config
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +143,11 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
                  result["num_test"], cfg.knn_k, cfg.knn_t)
         result.update(protocol(load_backbone(run.backbone).to(dev)))
     # The same architecture before training, under the same protocol: what the number above is worth.
-    log.info("the same protocol for %s at random initialisation (seed %d)", architecture_of(run.path), cfg.seed)
+    backbone_cfg = read_config(run.backbone)
+    log.info("the same protocol for %s%s at random initialisation (seed %d)", backbone_cfg["architecture"],
+             f" {backbone_cfg['model_args']}" if backbone_cfg.get("model_args") else "", cfg.seed)
     torch.manual_seed(cfg.seed)
-    baseline = protocol(create_backbone(architecture_of(run.path)).to(dev))
+    baseline = protocol(backbone_from_config(backbone_cfg).to(dev))
     result.update({"random_init_knn_top1": baseline["knn_top1"], "random_init_rankme": baseline["rankme"]})
     atomic_write_json(run.eval, result)
     log.info("evaluated in %.0f s: kNN top-1 %s (random init %s), RankMe %.1f (written to %s)",
@@ -166,7 +167,3 @@ def _measured_at_the_end(run: RunDir, bank_size: int) -> dict[str, float | None]
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def architecture_of(run_dir) -> str:
-    return read_config(RunDir(run_dir).backbone)["architecture"]

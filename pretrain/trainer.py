@@ -33,11 +33,11 @@ from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.modules.regularizers import AnchorPenalty
 from pretrain.preprocess import center_crop_normalize
 from zoo import datasets
-from zoo.backbones import create_backbone, embedding_dim, small_stem_name
+from zoo.backbones import embedding_dim
 from zoo.errors import ConfigError, EdgezooError, RunDirError
 from zoo.fsutil import atomic_path, atomic_write_json, atomic_write_text
 from zoo.layout import CONFIG, REPLAY_IN, RunDir
-from zoo.timm_files import make_config, save_backbone
+from zoo.timm_files import backbone_config, save_backbone
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Trainer:
     def _build(self, num_samples: int) -> Method:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        backbone = create_backbone(cfg.model, small_stem=cfg.small_stem)
+        backbone = cfg.create_backbone()
         embed = embedding_dim(backbone, cfg.img_size)
         method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=num_samples,
                               gather=Gather(self.dist.world_size, self.dist.rank))
@@ -556,14 +556,14 @@ class Trainer:
     def _finish(self, method: Method, last_row: dict[str, Any], epochs: int, plan: BudgetPlan | None,
                 images_seen: int, wall: float, knn_bank: int | None, elapsed: float) -> dict[str, Any]:
         cfg = self.cfg
-        arch = small_stem_name(cfg.model) if cfg.small_stem else cfg.model
+        arch = cfg.architecture
         backbone = method.backbone
-        config = make_config(arch, method.embed_dim, self.preprocess,
-                             fixed_input_size=bool(getattr(backbone, "pretrained_cfg", {}).get("fixed_input_size")),
-                             extra={"method": cfg.method, "epochs": epochs, "data": cfg.data})
+        config = backbone_config(backbone, arch, method.embed_dim, self.preprocess, model_args=cfg.model_args,
+                                 extra={"method": cfg.method, "epochs": epochs, "data": cfg.data})
         save_backbone(backbone, self.run.backbone, config)
         metrics = {
-            "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch, "small_stem": cfg.small_stem,
+            "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch,
+            "model_args": cfg.model_args, "small_stem": cfg.small_stem,
             "img_size": cfg.img_size, "epochs": epochs, "batch_size": cfg.batch_size,
             "time_budget": plan.as_dict() if plan else None,
             "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),

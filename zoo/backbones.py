@@ -167,9 +167,10 @@ def register_with_timm() -> None:
         sys.meta_path.insert(0, _RegisterOnTimmImport())
 
 
-def create_backbone(name: str, *, small_stem: bool = False, **kwargs: Any) -> "torch.nn.Module":
+def create_backbone(name: str, *, small_stem: bool = False, **model_args: Any) -> "torch.nn.Module":
     """A timm backbone whose forward returns pooled features (``num_classes=0``).
 
+    `model_args` go to the timm constructor (e.g. ``img_size=32, patch_size=4`` for a ViT at 32 px).
     Weights are random: nothing is downloaded at run time.
     """
     import timm
@@ -179,7 +180,60 @@ def create_backbone(name: str, *, small_stem: bool = False, **kwargs: Any) -> "t
     if not timm.is_model(arch):
         hint = f" (small stem supports: {', '.join(SMALL_STEM_BASES)})" if small_stem else ""
         raise ConfigError(f"unknown timm model {arch!r}{hint}")
-    return timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=0, **model_args)
+    except (TypeError, ValueError, AssertionError) as exc:
+        if not model_args:
+            raise
+        raise ConfigError(f"timm could not build {arch} with model_args {model_args}: {type(exc).__name__}: "
+                          f"{exc}") from exc
+
+
+def required_input_size(model: "torch.nn.Module") -> tuple[int, int] | None:
+    """The (H, W) input a model accepts only, or None when it takes any size (a CNN, a ViT with dynamic_img_size).
+
+    timm's own reading (``timm.models.get_model_input_config``) where this timm has it, else the
+    patch embedding's ``strict_img_size`` as older timm versions record it.
+    """
+    try:
+        from timm.models import get_model_input_config
+    except ImportError:  # timm < 1.0.31
+        get_model_input_config = None
+    if get_model_input_config is not None:
+        current = get_model_input_config(model)
+        return tuple(int(s) for s in current["input_size"][-2:]) if current["fixed_input_size"] else None
+    patch_embed = getattr(model, "patch_embed", None)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    fixed = getattr(patch_embed, "strict_img_size", cfg.get("fixed_input_size", False))
+    if not fixed or getattr(model, "dynamic_img_size", False):
+        return None
+    size = getattr(patch_embed, "img_size", None) or cfg.get("input_size", (3, 224, 224))[-2:]
+    return tuple(int(s) for s in size)
+
+
+def check_input_size(model: "torch.nn.Module", img_size: int, name: str) -> None:
+    """A clear ConfigError when `model` (timm name `name`) cannot take img_size x img_size inputs."""
+    size = required_input_size(model)
+    if size is not None and size != (img_size, img_size):
+        raise ConfigError(
+            f"{name} takes a fixed {size[0]}x{size[1]} input but img_size is {img_size}: build it for "
+            f"{img_size} px with --model-args '{{\"img_size\": {img_size}}}' (model_args in a recipe; a ViT at "
+            f"32 px also wants a small patch, e.g. {{\"img_size\": 32, \"patch_size\": 4}}), or set --img-size "
+            f"{size[0]}")
+
+
+def global_pool_of(model: "torch.nn.Module") -> str | None:
+    """The pooling that makes the model's embedding ('avg', 'token' for a ViT's class token, ...), None if unknown.
+
+    Read from the module that pools, as timm does when it writes a config.json.
+    """
+    head = getattr(model, "head", None)
+    for pool in (getattr(head, "global_pool", None), getattr(head, "pool_type", None),
+                 getattr(model, "global_pool", None)):
+        pool = getattr(pool, "pool_type", pool)
+        if isinstance(pool, str):
+            return pool
+    return None
 
 
 def embedding_dim(model: "torch.nn.Module", img_size: int) -> int:

@@ -1,8 +1,9 @@
 """The zoo's index: every published model of a hub with its key metrics (`edgezoo list`).
 
 Each row is read from the repository's own files at its latest version
-(config.json, training/metrics.json, onnx/validation.json), on the local hub or
-the Hugging Face Hub (models tagged ``edgezoo``). torch-free.
+(config.json, training/metrics.json, training/eval.json, onnx/validation.json), on
+the local hub or the Hugging Face Hub (models tagged ``edgezoo``), so the index and
+the zoo table (zoo/zoo_table.py) cannot drift from what was published. torch-free.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any, Callable, Sequence
 
 from zoo.hub import DEFAULT_BRANCH, VERSION_RE, choose_hub, hf_errors_to_hub_errors, latest_version
 from zoo.hub_local import LocalHub, local_hub_dir
-from zoo.layout import BACKBONE_CONFIG, REPO_METRICS, REPO_VALIDATION
+from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, REPO_EVAL, REPO_METRICS, REPO_VALIDATION
 
-_INDEX_FILES = (BACKBONE_CONFIG, REPO_METRICS, REPO_VALIDATION)
+_INDEX_FILES = (BACKBONE_CONFIG, REPO_METRICS, REPO_EVAL, REPO_VALIDATION)
 
 
 def _json_or_none(data: bytes | str | None) -> dict[str, Any] | None:
@@ -26,15 +27,43 @@ def _json_or_none(data: bytes | str | None) -> dict[str, Any] | None:
         return None
 
 
+def _latency(validation: dict[str, Any], variant: str, batch: int) -> float | None:
+    """p50 ms of one ONNX variant at one batch size, as export's validation measured it."""
+    cell = ((validation.get("latency_ms") or {}).get(variant) or {}).get(f"batch{batch}") or {}
+    return cell.get("p50_ms")
+
+
+def _mb(sizes: dict[str, Any], name: str) -> float | None:
+    return sizes[name] / 1e6 if isinstance(sizes.get(name), (int, float)) else None
+
+
 def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | str | None]) -> dict[str, Any]:
-    """One row of the zoo's index from a repo's own files (`read(path)` at its latest version)."""
-    config, metrics, validation = (_json_or_none(read(p)) or {} for p in _INDEX_FILES)
+    """One row of the zoo's index from a repo's own files (`read(path)` at its latest version).
+
+    Missing files or fields give None (an older repo still lists); eval.json's numbers, made by
+    `edgezoo eval` on the final weights, come before metrics.json's end-of-training ones.
+    """
+    config, metrics, evaluation, validation = (_json_or_none(read(p)) or {} for p in _INDEX_FILES)
+    complexity, sizes = validation.get("complexity") or {}, validation.get("sizes") or {}
+    int8_b32 = _latency(validation, "ort_int8", 32)
     return {
         "repo_id": repo_id, "version": latest_version(tags), "versions": sum(bool(VERSION_RE.match(t)) for t in tags),
-        "architecture": config.get("architecture"), "method": metrics.get("method"),
-        "data": (config.get("edgezoo") or {}).get("data"), "img_size": metrics.get("img_size"),
-        "embed_dim": config.get("embed_dim"), "knn_top1": metrics.get("knn_top1"), "rankme": metrics.get("rankme"),
-        "epochs": metrics.get("epochs"), "onnx_passed": validation.get("passed"),
+        "architecture": config.get("architecture"), "model_args": config.get("model_args") or {},
+        "method": metrics.get("method"), "data": (config.get("edgezoo") or {}).get("data"),
+        "img_size": metrics.get("img_size"), "embed_dim": config.get("embed_dim"),
+        "knn_top1": evaluation.get("knn_top1", metrics.get("knn_top1")),
+        "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
+        "rankme": evaluation.get("rankme", metrics.get("rankme")),
+        "params_m": complexity["params"] / 1e6 if "params" in complexity else None, "gmacs": complexity.get("gmacs"),
+        "fp32_b1_ms": _latency(validation, "ort_fp32", 1), "int8_b1_ms": _latency(validation, "ort_int8", 1),
+        "fp32_b32_ips": 32e3 / v if (v := _latency(validation, "ort_fp32", 32)) else None,
+        "int8_b32_ips": 32e3 / int8_b32 if int8_b32 else None,
+        "fp32_mb": _mb(sizes, ONNX), "int8_mb": _mb(sizes, ONNX_INT8),
+        "int8_scheme": (validation.get("quantization") or {}).get("scheme"),
+        "int8_knn_drop": (validation.get("knn") or {}).get("int8_drop_points"),
+        "onnx_passed": validation.get("passed"), "latency_cpu": (validation.get("runtime") or {}).get("cpu"),
+        "num_images": metrics.get("num_images"), "epochs": metrics.get("epochs"),
+        "train_s": metrics.get("elapsed_s", metrics.get("wall_time_s")), "device": metrics.get("device_name"),
     }
 
 

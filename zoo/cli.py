@@ -45,6 +45,8 @@ def run_publish(args: argparse.Namespace) -> Any:
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
     add_hub_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the index as JSON instead of a table")
+    parser.add_argument("--table", action="store_true",
+                        help="the zoo table: kNN against random init, size, GMACs, fp32/int8 latency, int8 validation")
 
 
 _COLUMNS = (("repo_id", "model"), ("version", "latest"), ("versions", "versions"), ("architecture", "architecture"),
@@ -84,6 +86,12 @@ def run_list(args: argparse.Namespace) -> list[dict[str, Any]]:
     elif not rows:
         where = "the Hub" if choose_hub(args.hub, args.hub_dir) == "hf" else str(local_hub_dir(args.hub_dir))
         print(f"no published models in {where}")
+    elif args.table:
+        from zoo.zoo_table import LEGEND, markdown_table
+
+        print(markdown_table(rows))
+        print()
+        print(LEGEND)
     else:
         print(format_table(rows))
     return rows

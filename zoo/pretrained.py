@@ -154,14 +154,15 @@ class TorchEmbedder:
 
     @classmethod
     def random_init(cls, config: dict[str, Any], seed: int = 0, device: str = "cpu") -> "TorchEmbedder":
-        """The config's architecture at random initialisation: the baseline a trained model must beat."""
+        """The config's architecture (and model_args) at random initialisation: the baseline a trained model must
+        beat."""
         import torch
 
-        from zoo.backbones import create_backbone
+        from zoo.timm_files import backbone_from_config
 
         torch.manual_seed(seed)
         embedder = cls.__new__(cls)
-        embedder._set(create_backbone(config["architecture"]).eval(), config, device)
+        embedder._set(backbone_from_config(config).eval(), config, device)
         return embedder
 
     def _set(self, model: Any, config: dict[str, Any], device: str) -> None:

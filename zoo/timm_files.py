@@ -22,8 +22,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 def make_config(architecture: str, embed_dim: int, preprocess: Preprocess, *,
+                model_args: dict[str, Any] | None = None, global_pool: str | None = None,
                 fixed_input_size: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A timm hub config for a headless backbone (num_classes 0)."""
+    """A timm hub config for a headless backbone (num_classes 0).
+
+    model_args: the timm constructor arguments the architecture was built with (e.g. a ViT's
+    ``img_size`` and ``patch_size``); timm's hub loader passes them to ``create_model``, so they
+    are part of the architecture. global_pool: the model's own pooling ('avg', a ViT's 'token'),
+    informational as in timm's own config.json; omitted when None. fixed_input_size: the model
+    accepts only ``input_size`` (a ViT without dynamic_img_size).
+    """
     pretrained_cfg = {
         **preprocess.to_pretrained_cfg(),
         "num_classes": 0,
@@ -36,12 +44,36 @@ def make_config(architecture: str, embed_dim: int, preprocess: Preprocess, *,
         # The pooled embedding size, measured (timm's num_features can differ, e.g. mobilenetv3).
         "num_features": embed_dim,
         "embed_dim": embed_dim,
-        "global_pool": "avg",
-        "pretrained_cfg": pretrained_cfg,
     }
+    if global_pool:
+        cfg["global_pool"] = global_pool
+    if model_args:
+        cfg["model_args"] = dict(model_args)
+    cfg["pretrained_cfg"] = pretrained_cfg
     if extra:
         cfg["edgezoo"] = extra
     return cfg
+
+
+def backbone_config(backbone: "torch.nn.Module", architecture: str, embed_dim: int, preprocess: Preprocess, *,
+                    model_args: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    ) -> dict[str, Any]:
+    """`make_config` for a built backbone: its pooling and input-size constraint read from the model itself."""
+    from zoo.backbones import global_pool_of, required_input_size
+
+    return make_config(architecture, embed_dim, preprocess, model_args=model_args,
+                       global_pool=global_pool_of(backbone),
+                       fixed_input_size=required_input_size(backbone) is not None, extra=extra)
+
+
+def backbone_from_config(config: dict[str, Any]) -> "torch.nn.Module":
+    """The architecture a backbone config.json describes (``architecture`` + ``model_args``), randomly initialised.
+
+    The one place a config.json becomes a model; timm's hub loader builds the same one.
+    """
+    from zoo.backbones import create_backbone
+
+    return create_backbone(config["architecture"], **(config.get("model_args") or {}))
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -71,17 +103,15 @@ def save_backbone(model: "torch.nn.Module", folder: str | Path, config: dict[str
 
 
 def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Module":
-    """Re-create the architecture by name and load the safetensors weights (strict)."""
+    """Re-create the architecture (name and model_args) and load the safetensors weights (strict)."""
     from safetensors.torch import load_file
-
-    from zoo.backbones import create_backbone
 
     folder = Path(folder)
     cfg = read_config(folder)
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise ModelFileError(f"{weights}: missing")
-    model = create_backbone(cfg["architecture"])
+    model = backbone_from_config(cfg)
     model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
     model.pretrained_cfg = {**model.pretrained_cfg, **cfg["pretrained_cfg"], "architecture": cfg["architecture"]}
     return model.eval()

@@ -139,11 +139,12 @@ def model_choices(current: str, runs_dir: Path | None = None, hub: str | None = 
     except EdgezooError as exc:  # an unreachable hub only shortens the list
         log.warning("the zoo's index is unavailable: %s", exc)
         rows = []
-    for row in rows:
+    from zoo.zoo_table import row_summary, sort_rows
+
+    for row in sort_rows(rows):  # the zoo table's order and numbers: best kNN first
         if row.get("version"):
-            knn = f", kNN {100 * row['knn_top1']:.1f}%" if row.get("knn_top1") is not None else ""
             choices.setdefault(f"{row['repo_id']}@{row['version']}",
-                               f"{row['repo_id']} {row['version']} ({row.get('architecture')}{knn})")
+                               f"{row['repo_id']} {row['version']} ({row_summary(row)})")
     return [(label, spec) for spec, label in choices.items()]
 
 

@@ -1,0 +1,149 @@
+"""The zoo table: every published model side by side, to choose by quality, size and speed.
+
+Rows are `zoo.catalog` index rows, read from each published repo's own files
+(training/metrics.json, training/eval.json, onnx/validation.json, config.json), so
+the table cannot drift from what was published. Latencies are the ones export's
+validation measured on the ONNX files (``export.timing.latency_ms``, the harness
+of benchmarks/inference_latency.py), on the CPU named in the table. torch-free.
+
+Every entry must learn: a row whose kNN top-1 does not beat the same architecture
+at random init by `LEARNED_MARGIN` is flagged in the table, not hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from zoo.zoo_plot import pareto_front
+
+LEARNED_MARGIN = 0.05  # kNN top-1 over random init (5 points) a published backbone must clear
+
+
+def display_name(row: dict[str, Any]) -> str:
+    return str(row.get("repo_id", "?")).split("/")[-1]
+
+
+def learned(row: dict[str, Any]) -> bool | None:
+    """True when kNN top-1 beats random init by LEARNED_MARGIN; None when either is unknown."""
+    knn, rand = row.get("knn_top1"), row.get("random_init_knn_top1")
+    if knn is None or rand is None:
+        return None
+    return knn - rand >= LEARNED_MARGIN
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(fmt: str) -> Callable[[Any], str]:
+    return lambda value: "-" if value is None else format(value, fmt)
+
+
+def _learned_cell(row: dict[str, Any]) -> str:
+    knn, rand = row.get("knn_top1"), row.get("random_init_knn_top1")
+    if knn is None or rand is None:
+        return "-"
+    gain = f"{100 * (knn - rand):+.1f}"
+    return gain if learned(row) else f"{gain} **below +{100 * LEARNED_MARGIN:.0f}**"
+
+
+def _int8_cell(row: dict[str, Any]) -> str:
+    scheme, drop, passed = row.get("int8_scheme"), row.get("int8_knn_drop"), row.get("onnx_passed")
+    verdict = {True: "passed", False: "**FAILED**"}.get(passed, "-")
+    parts = [scheme or "-", verdict]
+    if drop is not None:
+        parts.insert(1, f"drop {drop:.2f}")
+    return ", ".join(parts)
+
+
+def _arch_cell(row: dict[str, Any]) -> str:
+    args = row.get("model_args") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
+    return f"{row.get('architecture') or '-'}" + (f" ({shown})" if shown else "")
+
+
+# (title, cell of a row); the order is the table's
+COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("model", lambda r: f"{display_name(r)}@{r.get('version') or '-'}"),
+    ("architecture", _arch_cell),
+    ("px", lambda r: _num("d")(r.get("img_size"))),
+    ("kNN top-1 %", lambda r: _pct(r.get("knn_top1"))),
+    ("random init %", lambda r: _pct(r.get("random_init_knn_top1"))),
+    ("gain (points)", _learned_cell),
+    ("RankMe", lambda r: _num(".0f")(r.get("rankme"))),
+    ("params M", lambda r: _num(".2f")(r.get("params_m"))),
+    ("GMACs", lambda r: _num(".3f")(r.get("gmacs"))),
+    ("fp32 b1 ms", lambda r: _num(".2f")(r.get("fp32_b1_ms"))),
+    ("int8 b1 ms", lambda r: _num(".2f")(r.get("int8_b1_ms"))),
+    ("fp32 b32 img/s", lambda r: _num(".0f")(r.get("fp32_b32_ips"))),
+    ("int8 b32 img/s", lambda r: _num(".0f")(r.get("int8_b32_ips"))),
+    ("fp32 MB", lambda r: _num(".1f")(r.get("fp32_mb"))),
+    ("int8 MB", lambda r: _num(".1f")(r.get("int8_mb"))),
+    ("int8 (kNN drop, validation)", _int8_cell),
+    ("train images", lambda r: _num("d")(r.get("num_images"))),
+    ("epochs", lambda r: _num("d")(r.get("epochs"))),
+    ("train s", lambda r: _num(".0f")(r.get("train_s"))),
+    ("device", lambda r: r.get("device") or "-"),
+)
+
+
+def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best kNN top-1 first; rows without one last, by name."""
+    return sorted(rows, key=lambda r: (r.get("knn_top1") is None, -(r.get("knn_top1") or 0.0), display_name(r)))
+
+
+# The columns README shows (its top-5 excerpt of ZOO.md).
+COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "params M", "int8 b1 ms", "int8 b32 img/s",
+           "int8 MB", "int8 (kNN drop, validation)")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], limit: int | None = None,
+                   columns: Sequence[str] | None = None) -> str:
+    """The table in markdown, best kNN first; models on the accuracy/int8-latency Pareto front carry a *.
+
+    `columns`: titles of COLUMNS to show (default: all), e.g. COMPACT.
+    """
+    ordered = sort_rows(rows)
+    front = {id(ordered[i]) for i in pareto_front(ordered)}
+    chosen = [c for c in COLUMNS if columns is None or c[0] in columns]
+    lines = ["| " + " | ".join(title for title, _ in chosen) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(chosen))) + "|"]
+    for row in ordered[:limit]:
+        cells = [cell(row) for _, cell in chosen]
+        if id(row) in front:
+            cells[0] += " *"
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def row_summary(row: dict[str, Any]) -> str:
+    """One line of a row for a picker: architecture, kNN, int8 latency and size (what the table ranks by)."""
+    parts = [_arch_cell(row)]
+    if row.get("knn_top1") is not None:
+        parts.append(f"kNN {100 * row['knn_top1']:.1f}%" + (" (below random init +5)" if learned(row) is False else ""))
+    if row.get("int8_b1_ms") is not None:
+        parts.append(f"int8 {row['int8_b1_ms']:.2f} ms")
+    if row.get("int8_mb") is not None:
+        parts.append(f"{row['int8_mb']:.1f} MB")
+    return ", ".join(parts)
+
+
+def not_learned(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Names of the rows that do not beat their random init by LEARNED_MARGIN (the table flags them too)."""
+    return [display_name(r) for r in sort_rows(rows) if learned(r) is False]
+
+
+def latency_machines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The CPUs the table's latencies were measured on (one, when the zoo was built on one machine)."""
+    return sorted({str(r["latency_cpu"]) for r in rows if r.get("latency_cpu")})
+
+
+LEGEND = (
+    "kNN top-1: `edgezoo eval` on the final weights (k=200, the training data's labelled test split); random init: "
+    "the same architecture and protocol before training; gain: the difference, flagged when under "
+    f"+{100 * LEARNED_MARGIN:.0f} points. GMACs: one image at the model's input size (torch's FLOP counter / 2). "
+    "Latency: onnxruntime, median of 30 calls at batch 1 and 8 at batch 32, measured by `edgezoo export` on the "
+    "files it validated (export/timing.py, the harness of benchmarks/inference_latency.py). int8: the shipped "
+    "quantization scheme, its kNN drop against torch in points, and the validation verdict. "
+    "`*`: on the Pareto front of kNN top-1 against int8 latency (nothing else is both more accurate and faster)."
+)
