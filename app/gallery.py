@@ -117,7 +117,7 @@ def random_init_key(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     return {"name": f"random-init-{config['architecture']}", "architecture": config["architecture"],
-            "pretrained_cfg": config.get("pretrained_cfg"), "seed": 0, "torch": torch.__version__,
+            "model_args": config.get("model_args") or {}, "pretrained_cfg": config.get("pretrained_cfg"), "seed": 0, "torch": torch.__version__,
             "timm": timm.__version__}
 
 

@@ -75,7 +75,7 @@ def resolve_source(spec: str) -> Source:
     arch = cfg["architecture"]
     inherited = {"model": arch.removesuffix("_smallstem"), "small_stem": arch.endswith("_smallstem"),
                  "img_size": int(pre["input_size"][-1]), "crop_pct": float(pre.get("crop_pct", 1.0)),
-                 "mean": list(pre["mean"]), "std": list(pre["std"])}
+                 "mean": list(pre["mean"]), "std": list(pre["std"]), "model_args": cfg.get("model_args") or {}}
     if extra.get("method"):
         inherited["method"] = extra["method"]
     lineage = json.loads((folder / LINEAGE).read_text()) if (folder / LINEAGE).is_file() else \

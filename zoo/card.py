@@ -63,6 +63,10 @@ def _require(module: str) -> Any:
         raise EdgezooError(f"publishing needs {module} (model card): pip install 'edgezoo[train]'") from exc
 
 
+# How the embedding is pooled, in words (config.json global_pool; a ViT's is its class token).
+_POOLING = {"avg": "global average pooling", "token": "the class token", "max": "global max pooling"}
+
+
 # --- measurements ---------------------------------------------------------------------------------------
 
 def _params_from_safetensors(path: Path) -> int:
@@ -264,6 +268,8 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
         "metrics": m, "config": config, **method_context(m, config),
         "recipe": (config.get("extra") or {}).get("recipe"),
         "architecture": cfg["architecture"], "embed_dim": cfg["embed_dim"], "pretrained_cfg": pcfg,
+        "model_args": cfg.get("model_args") or {},
+        "pooling": _POOLING.get(cfg.get("global_pool", "avg"), f"{cfg.get('global_pool')} pooling"),
         "license": pcfg.get("license", "apache-2.0"), "stats": stats,
         "data": dataset_info(run.config, run.data), "knn": knn_headline(run), "hub": hub,
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
