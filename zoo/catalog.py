@@ -33,6 +33,15 @@ def _latency(validation: dict[str, Any], variant: str, batch: int) -> float | No
     return cell.get("p50_ms")
 
 
+def _machine(runtime: dict[str, Any]) -> str | None:
+    """The CPU export measured latency on, with its core count and onnxruntime's thread setting."""
+    if not runtime.get("cpu"):
+        return None
+    threads = runtime.get("threads")
+    return (f"{runtime['cpu']}, {runtime.get('cores', '?')} cores, onnxruntime {runtime.get('onnxruntime', '?')} "
+            f"with {threads or 'its default'} threads")
+
+
 def _mb(sizes: dict[str, Any], name: str) -> float | None:
     return sizes[name] / 1e6 if isinstance(sizes.get(name), (int, float)) else None
 
@@ -61,7 +70,7 @@ def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | 
         "fp32_mb": _mb(sizes, ONNX), "int8_mb": _mb(sizes, ONNX_INT8),
         "int8_scheme": (validation.get("quantization") or {}).get("scheme"),
         "int8_knn_drop": (validation.get("knn") or {}).get("int8_drop_points"),
-        "onnx_passed": validation.get("passed"), "latency_cpu": (validation.get("runtime") or {}).get("cpu"),
+        "onnx_passed": validation.get("passed"), "latency_cpu": _machine(validation.get("runtime") or {}),
         "num_images": metrics.get("num_images"), "epochs": metrics.get("epochs"),
         "train_s": metrics.get("elapsed_s", metrics.get("wall_time_s")), "device": metrics.get("device_name"),
     }
