@@ -93,7 +93,7 @@ def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # The columns README shows (its top-5 excerpt of ZOO.md).
-COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "params M", "int8 b1 ms", "int8 b32 img/s",
+COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "gain (points)", "params M", "int8 b1 ms", "int8 b32 img/s",
            "int8 MB", "int8 (kNN drop, validation)")
 
 
