@@ -28,10 +28,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 BANK_DTYPES = ("float32", "bfloat16")  # torch dtype names
 AUGMENTS = ("batched", "per-image")
 REGULARIZERS = (None, "l2sp", "mas")  # None: no regulariser
+OPTIMIZERS = ("sgd", "adamw")
 # Every enumerated option, checked when a config is made (before any data is read).
 CHOICES: dict[str, tuple[str | None, ...]] = {
     "method": METHODS, "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
-    "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES,
+    "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES, "optimizer": OPTIMIZERS,
 }
 # timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
 RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
@@ -81,8 +82,9 @@ class PretrainConfig:
     epochs: int = 200  # under a time budget: the most epochs
     time_budget: float | None = None  # seconds from loaded data to metrics.json; sets the epochs from measured speed
     batch_size: int = 512
+    optimizer: str = "sgd"  # sgd | adamw (a ViT trained from scratch)
     lr: float = 1.0
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
     # augmentation (one view; SimCLR draws two)
@@ -232,8 +234,9 @@ HELP: dict[str, str] = {
     "time_budget": "seconds for the run once its data is loaded (calibration, training, final kNN): the first steps "
                    "are timed and the epoch count fixed so it ends in time",
     "batch_size": "global batch size",
-    "lr": "peak SGD learning rate (cosine decay)",
-    "momentum": "SGD momentum",
+    "optimizer": "sgd (with momentum, the authors') or adamw (betas 0.9, 0.999; for ViTs from scratch)",
+    "lr": "peak learning rate (cosine decay)",
+    "momentum": "SGD momentum (sgd only)",
     "weight_decay": "SGD weight decay",
     "warmup_epochs": "linear warm-up epochs",
     "crop_scale": "RandomResizedCrop area range, two floats",

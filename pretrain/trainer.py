@@ -245,10 +245,12 @@ class Trainer:
     def _optimizer(self, method: Method) -> torch.optim.Optimizer:
         cfg = self.cfg
         params = [p for n, p in method.named_parameters() if p.requires_grad]
-        kwargs: dict[str, Any] = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+        kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
         if self.device.type == "cuda":
             kwargs["fused"] = True
-        return torch.optim.SGD(params, **kwargs)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, **kwargs)
+        return torch.optim.SGD(params, momentum=cfg.momentum, **kwargs)
 
     def _calibration_batches(self, images: torch.Tensor, batch: int,
                       augment: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,

@@ -1,5 +1,7 @@
 """Methods describe themselves: the record training writes into metrics.json for the card."""
 
+import pytest
+
 from pretrain.config import build_config
 from pretrain.methods import METHOD_CLASSES, describe_method
 
@@ -23,3 +25,21 @@ def test_every_method_is_cited_with_the_options_that_shape_it():
     assert describe_method(build_config(temperature=0.3))["options"]["temperature"] == 0.3
     assert "temperature" not in describe_method(build_config(method="simclr"))["options"]  # SimCLR's is its own
     assert describe_method(build_config(method="npid"))["name"].startswith("NPID")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_optimizer_option_picks_the_optimizer(tmp_path, name):
+    """--optimizer adamw (the zoo's ViT) trains with AdamW and its weight decay; sgd keeps the momentum."""
+    import torch
+
+    from pretrain.config import build_config
+    from pretrain.trainer import Trainer
+
+    cfg = build_config(None, model="mobilenetv3_small_050", small_stem=True, proj_hidden_dim=32, proj_dim=16,
+                       num_negatives=8, batch_size=8, optimizer=name, lr=0.01, weight_decay=0.05, device="cpu")
+    trainer = Trainer(cfg, tmp_path / "run")
+    opt = trainer._optimizer(trainer._build(num_samples=32))
+    assert isinstance(opt, {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name])
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.01 and group["weight_decay"] == 0.05
+    assert ("momentum" in group) == (name == "sgd")

@@ -197,7 +197,8 @@ def test_eval_logs_its_progress_at_info_by_default(tmp_path):
 # --- options are checked when the config is made; only expected errors are one line --------------------
 
 BAD_OPTIONS = [("reg", "ewc"), ("augment", "fast"), ("bank_dtype", "float8"), ("method", "byol"),
-               ("bank_update", "sgd"), ("calibrate_view", "blurred"), ("compile_mode", "fastest")]
+               ("bank_update", "sgd"), ("calibrate_view", "blurred"), ("compile_mode", "fastest"),
+               ("optimizer", "lamb")]
 
 
 def test_every_enumerated_option_has_a_bad_value_test():
