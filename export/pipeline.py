@@ -22,7 +22,7 @@ from export.onnx_export import OPSET, export_onnx
 from export.quantize import MIN_CALIB_IMAGES, convert_to_ort, quantize_int8
 from export.rundata import RunData, decode_normalized, disjoint_samples, plan_validation, read_run
 from export.validate import Thresholds, raise_if_failed, validate_export
-from zoo.card import model_stats
+from zoo.card import module_stats
 from zoo.edge import ModelFileError, write_preprocess
 from zoo.layout import EXPORT, ONNX, ONNX_INT8, ORT, ORT_INT8, ORT_OPS, VALIDATION
 
@@ -87,7 +87,7 @@ def build_models(run: RunData, out_dir: Path, opts: ExportOptions) -> dict[str, 
     if not expected <= set(ort_info["files"]):
         log.warning("ORT-format conversion wrote %s, expected %s", ort_info["files"], sorted(expected))
     return {"export": {"exporter": exporter, "opset": opts.opset}, "quantization": quant, "ort_format_files": ort_info,
-            "complexity": model_stats(run.backbone_dir, run.preprocess.img_size)}  # the card's count, for the zoo table
+            "complexity": module_stats(model, run.preprocess.img_size)}  # the card's count, for the zoo table
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opts: ExportOptions | None = None, *,

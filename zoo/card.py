@@ -82,19 +82,30 @@ def model_stats(backbone_dir: str | Path, img_size: int) -> dict[str, Any]:
     """Parameters, and GMACs at `img_size` counted with torch's FlopCounterMode where torch is installed."""
     backbone_dir = Path(backbone_dir)
     try:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
+        import torch  # noqa: F401 - only asks whether torch is installed
 
-        from zoo.backbones import count_params
         from zoo.timm_files import load_backbone
     except ImportError:
         log.info("torch not installed: parameters from the safetensors header, GMACs not counted")
         return {"params": _params_from_safetensors(backbone_dir / WEIGHTS), "gmacs": None,
                 "counted_with": None}
-    model = load_backbone(backbone_dir)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, 3, img_size, img_size))
+    return module_stats(load_backbone(backbone_dir), img_size)
+
+
+def module_stats(model: "torch.nn.Module", img_size: int) -> dict[str, Any]:
+    """Parameters and GMACs of a loaded backbone at `img_size` (export counts the model it already holds)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zoo.backbones import count_params
+
+    counter, was_training = FlopCounterMode(display=False), model.training
+    model.eval()  # one image: BatchNorm must use its running statistics, and must not update them
+    try:
+        with counter, torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size))
+    finally:
+        model.train(was_training)
     return {"params": count_params(model), "gmacs": counter.get_total_flops() / 2 / 1e9,
             "counted_with": f"torch {torch.__version__} FlopCounterMode"}
 
