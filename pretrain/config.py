@@ -231,8 +231,8 @@ HELP: dict[str, str] = {
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
     "epochs": "training epochs (with --time-budget: the most epochs)",
-    "time_budget": "seconds for the run once its data is loaded (calibration, training, final kNN): the first steps "
-                   "are timed and the epoch count fixed so it ends in time",
+    "time_budget": "seconds for the run once its data is loaded (calibration, training, final kNN): the epoch count "
+                   "is planned from the first timed steps and re-planned at every epoch end so it ends in time",
     "batch_size": "global batch size",
     "optimizer": "sgd (with momentum, the authors') or adamw (betas 0.9, 0.999; for ViTs from scratch)",
     "lr": "peak learning rate (cosine decay)",

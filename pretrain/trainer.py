@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
-import math
 import resource
 import threading
 import time
@@ -22,7 +21,7 @@ from torch import nn
 
 from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
-from pretrain.budget import TIMED_STEPS, WARMUP_STEPS, BudgetPlan, plan_epochs
+from pretrain.budget import TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, plan_epochs
 from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
@@ -139,12 +138,6 @@ class CheckpointWriter:
             log.error("the last checkpoint write also failed: %s", err)
 
 
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -181,10 +174,11 @@ class FitState:
     per_rank: int
     steps_per_epoch: int
     epochs: int
-    t_budget: float  # when the time budget started
+    t_budget: float  # when the time budget started (moved back by the seconds spent before a resume)
+    schedule: CosineSchedule
     scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
     calibration_s: float | None = None
-    plan: BudgetPlan | None = None
+    budget: BudgetState = field(default_factory=BudgetState)
     epoch: int = 0  # epochs completed
     images_seen: int = 0
     wall: float = 0.0
@@ -314,8 +308,9 @@ class Trainer:
         if data.source is not None:
             continual.write_lineage(self.run_dir, data.source, self.cfg.to_dict(), len(data.train.images),
                                     0 if data.replayed is None else len(data.replayed))
-        return self._finish(st.method, st.last_row, st.epochs, st.plan, st.images_seen, st.wall,
-                            len(data.bank.images) if data.bank is not None else None, time.perf_counter() - t_fit)
+        return self._finish(st.method, st.last_row, st.epochs, st.budget.summary(self._now() - st.t_budget),
+                            st.images_seen, st.wall, len(data.bank.images) if data.bank is not None else None,
+                            time.perf_counter() - t_fit)
 
     def _load_data(self) -> FitData:
         """Decode the training split (with the continual source's replayed images), the test split and the kNN
@@ -352,6 +347,7 @@ class Trainer:
         images = torch.from_numpy(data.pixels).permute(0, 3, 1, 2).contiguous().to(dev)
         augment = build_augment(AugmentParams.from_config(cfg, self.preprocess.mean, self.preprocess.std), cfg.augment)
         per_rank = max(2, min(cfg.batch_size, n) // world)
+        steps_per_epoch = max(1, n // (per_rank * world))
         # shared: identical on every rank (data order, bank negatives); local: per rank (augmentation, CutMix).
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
@@ -360,12 +356,12 @@ class Trainer:
                       calibrate=self._calibration_batches(images, 2 * cfg.batch_size,
                                                           augment if cfg.calibrate_view == "augmented" else None,
                                                           local),
-                      per_rank=per_rank, steps_per_epoch=max(1, n // (per_rank * world)),
-                      epochs=cfg.epochs,  # a time budget lowers it once the first steps are timed
-                      t_budget=t_budget)
-        warmup_steps = cfg.warmup_epochs * st.steps_per_epoch
-        st.scheduler = torch.optim.lr_scheduler.LambdaLR(  # follows st.epochs when the time budget sets it
-            st.optimizer, lambda s: cosine_lr(s, st.steps_per_epoch * st.epochs, warmup_steps))
+                      per_rank=per_rank, steps_per_epoch=steps_per_epoch,
+                      epochs=cfg.epochs,  # a time budget re-plans it (pretrain/budget.py)
+                      t_budget=t_budget,
+                      schedule=CosineSchedule(steps_per_epoch * cfg.epochs, cfg.warmup_epochs * steps_per_epoch))
+        # A function, not the schedule itself: LambdaLR would pickle a callable object's state into its own.
+        st.scheduler = torch.optim.lr_scheduler.LambdaLR(st.optimizer, lambda step: st.schedule(step))
         self._resume_or_calibrate(st)
         if cfg.compile:
             self._compile(method, images, augment, per_rank)
@@ -392,9 +388,11 @@ class Trainer:
             st.local.set_state(state["local_rng"][self.dist.rank] if isinstance(state["local_rng"], list)
                                else state["local_rng"])
             st.epoch, st.images_seen, st.wall = state["epoch"], state["images_seen"], state["wall_time_s"]
-            if state.get("budget_plan"):
-                st.plan = BudgetPlan(**state["budget_plan"])
-                st.epochs = st.plan.epochs
+            st.budget, schedule = BudgetState.from_checkpoint(state)
+            if st.budget.plan is not None:
+                st.epochs = st.budget.plan.epochs
+                st.t_budget -= st.budget.spent_before_s
+                st.schedule = schedule or CosineSchedule(st.steps_per_epoch * st.epochs, st.schedule.warmup)
             log.info("resumed %s at epoch %d", self.run_dir, st.epoch)
         else:
             t0 = time.perf_counter()
@@ -407,7 +405,7 @@ class Trainer:
         return {"epoch": st.epoch + 1, "model": st.method.state_dict(), "optimizer": st.optimizer.state_dict(),
                 "scheduler": st.scheduler.state_dict(), "shared_rng": st.shared.get_state(),
                 "local_rng": self._gather_rng(st.local), "images_seen": st.images_seen, "wall_time_s": st.wall,
-                "budget_plan": st.plan.as_dict() if st.plan else None}
+                "budget": st.budget.to_checkpoint(self._now() - st.t_budget, st.schedule) if st.budget.plan else None}
 
     def _train_epoch(self, st: FitState, data: FitData) -> dict[str, Any]:
         """One epoch's steps (a time budget is planned after its first timed steps); the epoch's log row."""
@@ -421,18 +419,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=dev)
         bar = self._bar(epoch, st.epochs, st.steps_per_epoch)
         for step in range(st.steps_per_epoch):
-            if cfg.time_budget and st.plan is None and st.steps_run == WARMUP_STEPS:
+            if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS:
                 st.t_timed = self._now()
             start = step * images_per_step + self.dist.rank * st.per_rank
             loss_sum += self._train_step(st, perm[start:start + st.per_rank])
             if dev.type == "cpu" or (step + 1) % 50 == 0:
                 self._check_finite(loss_sum, epoch, step)
             st.steps_run += 1
-            if cfg.time_budget and st.plan is None and st.steps_run == WARMUP_STEPS + TIMED_STEPS:
-                st.plan = self._plan(st.t_budget, st.t_timed, epoch * st.steps_per_epoch + step + 1,
-                                     st.steps_per_epoch, st.calibration_s, len(data.pixels), st.per_rank, data.bank,
-                                     data.test)
-                st.epochs = st.plan.epochs
+            if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS + TIMED_STEPS:
+                self._replan(st, data, (self._now() - st.t_timed) / TIMED_STEPS, epoch * st.steps_per_epoch + step + 1,
+                             "timed steps")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{(step + 1) * images_per_step / (time.perf_counter() - t_epoch):.0f} img/s")
@@ -444,6 +440,8 @@ class Trainer:
         epoch_time = time.perf_counter() - t_epoch
         st.wall += epoch_time
         st.images_seen += st.steps_per_epoch * images_per_step
+        if st.budget.plan is not None:  # before _end_epoch, which evaluates the epoch the plan makes the last
+            self._replan(st, data, epoch_time / st.steps_per_epoch, (epoch + 1) * st.steps_per_epoch, "last epoch")
         return {"epoch": epoch + 1, "loss": float(loss_sum) / st.steps_per_epoch, "lr": st.scheduler.get_last_lr()[0],
                 "images_per_s": st.steps_per_epoch * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
                 "wall_time_s": st.wall}
@@ -505,30 +503,25 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _plan(self, t_budget: float, t_timed: float, steps_done: int, steps_per_epoch: int,
-              calibration_s: float | None, n: int, per_rank: int, bank: Split | None,
-              test: Split | None) -> BudgetPlan:
-        """Fix the epoch count from the timed steps; every rank takes rank 0's plan."""
+    def _replan(self, st: FitState, data: FitData, step_s: float, steps_done: int, basis: str) -> None:
+        """Plan the epoch count from `step_s` (every rank takes rank 0's) and lay the schedule's rest over it."""
         cfg = self.cfg
-        now = self._now()
-        step_s = (now - t_timed) / TIMED_STEPS
         # One kNN evaluation embeds the bank and the test split; the calibration pass (a forward over
         # the n training images) measured the cost of a forward per image, else a third of a step's.
-        per_image = calibration_s / n if calibration_s else step_s / (3 * per_rank)
-        eval_images = (len(bank.images) if bank is not None else 0) + (len(test.images) if test is not None else 0)
-        plan = plan_epochs(cfg.time_budget, elapsed_s=now - t_budget, steps_done=steps_done,
-                           steps_per_epoch=steps_per_epoch, step_s=step_s, eval_s=per_image * eval_images,
-                           max_epochs=cfg.epochs, eval_every=cfg.eval_every)
+        per_image = st.calibration_s / len(data.pixels) if st.calibration_s else step_s / (3 * st.per_rank)
+        eval_images = sum(len(s.images) for s in (data.bank, data.test) if s is not None)
+        plan = plan_epochs(cfg.time_budget, elapsed_s=self._now() - st.t_budget, steps_done=steps_done,
+                           steps_per_epoch=st.steps_per_epoch, step_s=step_s, eval_s=per_image * eval_images,
+                           max_epochs=cfg.epochs, eval_every=cfg.eval_every, basis=basis)
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
             agreed = torch.tensor([plan.epochs], device=self.device)
             dist.broadcast(agreed, src=0)
             plan = dataclasses.replace(plan, epochs=int(agreed.item()))
-        log.info("time budget %.0f s: %.3f s a step (%.0f img/s) -> %d epoch(s), fit about %.0f s",
-                 plan.budget_s, plan.step_s, per_rank * self.dist.world_size / plan.step_s, plan.epochs,
-                 plan.estimated_fit_s)
-        return plan
+        st.budget.add(plan, st.per_rank * self.dist.world_size / step_s)
+        st.epochs = plan.epochs
+        st.schedule.replan(steps_done, st.steps_per_epoch * plan.epochs)
 
     def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
         """Every rank's augmentation RNG state, so a resumed DDP run draws the same crops."""
@@ -555,7 +548,7 @@ class Trainer:
 
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="step")
 
-    def _finish(self, method: Method, last_row: dict[str, Any], epochs: int, plan: BudgetPlan | None,
+    def _finish(self, method: Method, last_row: dict[str, Any], epochs: int, budget: dict[str, Any] | None,
                 images_seen: int, wall: float, knn_bank: int | None, elapsed: float) -> dict[str, Any]:
         cfg = self.cfg
         arch = cfg.architecture
@@ -567,7 +560,7 @@ class Trainer:
             "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch,
             "model_args": cfg.model_args, "small_stem": cfg.small_stem,
             "img_size": cfg.img_size, "epochs": epochs, "batch_size": cfg.batch_size,
-            "time_budget": plan.as_dict() if plan else None,
+            "time_budget": budget,
             "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),
             "elapsed_s": round(elapsed, 3),
             "images_per_sec": round(images_seen / wall, 2) if wall > 0 else None,

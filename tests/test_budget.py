@@ -1,11 +1,16 @@
-"""`--time-budget`: the epoch count comes from measured speed, the schedule ends on it, and resume keeps it."""
+"""`--time-budget`: the epoch count follows measured speed at every epoch end, the schedule stays one cosine
+that ends on the last planned step, and a resumed run keeps its plan, schedule and spent budget."""
 
 import csv
 import json
 
 import pytest
 
-from pretrain.budget import FINISH_S, TIMED_STEPS, WARMUP_STEPS, fit_seconds, plan_epochs
+import math
+import time
+
+from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, evaluations_left,
+                             fit_seconds, plan_epochs)
 from pretrain.config import PretrainConfig, build_config
 from pretrain.trainer import Trainer, load_checkpoint
 from zoo.errors import ConfigError
@@ -57,7 +62,7 @@ def test_budgeted_run_trains_the_planned_epochs(tight, tmp_path, cifar_test_200)
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert len(rows) == metrics["epochs"]
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine schedule ends on the planned epoch
-    assert load_checkpoint(run / CHECKPOINT)["budget_plan"]["epochs"] == plan["epochs"]
+    assert load_checkpoint(run / CHECKPOINT)["budget"]["plans"][-1]["epochs"] == plan["epochs"]
     assert json.loads((run / "backbone" / "config.json").read_text())["edgezoo"]["epochs"] == plan["epochs"]
 
     capped = tmp_path / "capped"
@@ -66,8 +71,94 @@ def test_budgeted_run_trains_the_planned_epochs(tight, tmp_path, cifar_test_200)
     assert metrics["epochs"] == 2 and metrics["time_budget"]["epochs"] == 2
 
 
-def test_resume_keeps_the_plan(tight, tmp_path):
-    """A resumed budgeted run does not re-plan: it finishes the epochs its checkpoint recorded."""
+def test_replan_counts_only_the_evaluations_to_come():
+    # after epoch 4 of 100-step epochs, eval every 2: epoch 4's own (not yet run), 6, 8 and the last, 9
+    assert evaluations_left(9, steps_done=400, steps_per_epoch=100, eval_every=2) == 4
+    assert evaluations_left(9, steps_done=450, steps_per_epoch=100, eval_every=0) == 1
+    # a re-plan at an epoch end may stop there: the epoch just finished is the smallest plan
+    plan = plan_epochs(10.0, elapsed_s=9.0, steps_done=400, steps_per_epoch=100, step_s=1.0, eval_s=0.0,
+                       max_epochs=9)
+    assert plan.epochs == 4 and plan.at_epoch == 4 and plan.elapsed_s == 9.0
+
+
+def test_schedule_without_replan_is_the_plain_cosine():
+    sched = CosineSchedule(total=100, warmup=10)
+    assert sched(0) == pytest.approx(0.1) and sched(9) == pytest.approx(1.0)
+    for step in (10, 37, 99, 100):
+        assert sched(step) == pytest.approx(0.5 * (1 + math.cos(math.pi * (step - 10) / 90)))
+
+
+@pytest.mark.parametrize("new_total", [60, 300])
+def test_replanned_schedule_is_continuous_and_ends_at_zero(new_total):
+    """Shortened or lengthened at step 50, the rate neither jumps nor rises, and is 0 on the new last step."""
+    sched = CosineSchedule(total=100, warmup=5)
+    before = [sched(s) for s in range(51)]
+    sched.replan(50, new_total)
+    after = [sched(s) for s in range(50, new_total + 1)]
+    assert after[0] == pytest.approx(before[-1])
+    assert all(b <= a + 1e-12 for a, b in zip(after, after[1:]))
+    assert after[-1] == pytest.approx(0.0, abs=1e-12)
+    restored = CosineSchedule.from_dict(sched.as_dict())  # what a checkpoint keeps
+    assert [restored(s) for s in range(50, new_total + 1)] == after
+
+
+def test_replan_during_warmup_keeps_the_warmup():
+    sched = CosineSchedule(total=100, warmup=20)
+    sched.replan(5, 200)
+    assert sched(10) == pytest.approx(11 / 20) and sched(20) == pytest.approx(1.0)
+    assert sched(200) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_budget_state_reads_old_and_new_checkpoints():
+    old = {"budget_plan": {"budget_s": 300.0, "epochs": 7, "step_s": 0.2, "eval_s": 3.0, "estimated_fit_s": 290.0},
+           "wall_time_s": 41.5}
+    state, schedule = BudgetState.from_checkpoint(old)
+    assert state.plan.epochs == 7 and state.spent_before_s == 41.5 and schedule is None
+    sched = CosineSchedule(total=700, warmup=0)
+    sched.replan(300, 900)
+    saved = {"budget": state.to_checkpoint(99.0, sched)}
+    again, sched2 = BudgetState.from_checkpoint(saved)
+    assert again.plans == state.plans and again.spent_before_s == 99.0 and sched2 == sched
+    assert BudgetState.from_checkpoint({"budget": None}) == (BudgetState(), None)
+
+
+def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_test_200):
+    """The first timed steps are slowed (as by another program busy at the start): the first plan is short, the
+    epoch-end re-plans give the epochs back, and the run spends its budget."""
+    slow_steps, sleep_s, budget = WARMUP_STEPS + TIMED_STEPS, 0.3, 20.0
+    real_step = Trainer._train_step
+    calls = {"n": 0}
+
+    def slowed(self, st, idx):
+        calls["n"] += 1
+        if calls["n"] <= slow_steps:
+            time.sleep(sleep_s)
+        return real_step(self, st, idx)
+
+    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **TINY)
+    run = tmp_path / "slow-start"
+    metrics = Trainer(cfg, run, progress=False).fit()
+    tb = metrics["time_budget"]
+    first, plans = tb["plans"][0], tb["plans"]
+    assert first["basis"] == "timed steps" and first["step_s"] >= sleep_s  # planned from the slowed steps
+    assert metrics["epochs"] > first["epochs"]  # the re-plans gave the epochs back
+    # then one plan at the end of every epoch from the one in progress on
+    assert [p["basis"] for p in plans[1:]] == ["last epoch"] * (len(plans) - 1)
+    assert [p["at_epoch"] for p in plans[1:]] == list(range(first["at_epoch"] + 1, metrics["epochs"] + 1))
+    assert tb["replans"] == len(plans) - 1 and tb["epochs"] == metrics["epochs"] == plans[-1]["epochs"]
+    # the budget was used (or --epochs reached), and not overrun by more than the finish slack
+    assert metrics["epochs"] == 60 or tb["spent_s"] >= 0.75 * budget
+    assert tb["spent_s"] <= budget + FINISH_S
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(rows) == metrics["epochs"] and all(b <= a + 1e-9 for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-6) or plans[-1]["epochs"] < plans[-2]["epochs"]
+
+
+def test_resume_keeps_the_plan_and_the_spent_budget(tight, tmp_path):
+    """A resumed budgeted run takes its checkpoint's plans and schedule, and the budget it had already spent."""
+    import dataclasses
     import shutil
 
     import torch
@@ -75,11 +166,18 @@ def test_resume_keeps_the_plan(tight, tmp_path):
     cfg, done, _ = tight
     run = tmp_path / "run"
     shutil.copytree(done, run)
+    dataclasses.replace(cfg, time_budget=10_000.0).save(run / "config.yaml")  # a budget far from spent ...
     state = load_checkpoint(run / CHECKPOINT)
-    planned = state["budget_plan"]["epochs"]
-    state["budget_plan"]["epochs"] = planned + 3  # as if the plan had been longer and the run stopped early
+    saved_plans = len(state["budget"]["plans"])
+    state["budget"]["plans"][-1]["epochs"] += 3  # as if the plan had been longer and the run stopped early
+    state["budget"]["spent_s"] = 9_999.0  # ... but for what the run spent before it stopped
     torch.save(state, run / CHECKPOINT)
     (run / "metrics.json").unlink()
     metrics = Trainer(cfg, run, resume=True, progress=False).fit()
-    assert metrics["epochs"] == planned + 3  # re-planning (1-s budget, 10 steps in) would stop at planned + 2
-    assert len((run / "log.csv").read_text().splitlines()) - 1 == planned + 3
+    epochs_before = state["epoch"]
+    tb = metrics["time_budget"]
+    # without the spent seconds the first re-plan would give --epochs (40); with them it stops there
+    assert metrics["epochs"] == epochs_before + 1 < cfg.epochs
+    assert tb["spent_s"] >= 9_999.0 and len(tb["plans"]) == saved_plans + 1
+    assert tb["plans"][-1]["at_epoch"] == epochs_before + 1
+    assert len((run / "log.csv").read_text().splitlines()) - 1 == epochs_before + 1
