@@ -9,7 +9,10 @@ So the plan is made twice over:
 1. after the first timed steps (`WARMUP_STEPS` untimed, then `TIMED_STEPS`), so that the
    first epoch already knows roughly how long the run is;
 2. again at every epoch end after that, from the time the last epoch took, in both
-   directions: a slow start gives epochs back, a slowdown takes them away.
+   directions: a slow start gives epochs back, a slowdown takes them away;
+3. within the last planned epoch, every `DEADLINE_EVERY` steps (`cut_last_epoch`): when
+   the machine slows down there, the epoch ends early instead of overrunning the budget
+   (an epoch can be a large share of a short budget).
 
 Each plan (`plan_epochs`) is the most epochs (at most ``--epochs``) whose training, plus
 the evaluations still to come, end inside the budget, counted from the moment the data is
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 WARMUP_STEPS = 2  # not timed: first-call allocations and kernel selection
 TIMED_STEPS = 8  # steps timed before the first plan
 FINISH_S = 5.0  # saving the backbone and metrics.json, and slack for timing noise
+DEADLINE_EVERY = 10  # steps between the last epoch's checks against the budget
 
 
 def _rounded(obj: Any) -> dict[str, Any]:
@@ -60,7 +64,8 @@ class BudgetPlan:
     estimated_fit_s: float  # predicted time from loaded data to metrics.json with this many epochs
     at_epoch: int = 0  # epochs finished when the plan was made
     elapsed_s: float = 0.0  # budget seconds spent when the plan was made
-    basis: str = "timed steps"  # what step_s was measured on: the first timed steps, or "last epoch"
+    basis: str = "timed steps"  # what step_s was measured on: "timed steps", "last epoch" or "this epoch"
+    last_epoch_steps: int | None = None  # the last epoch cut to this many steps (basis "this epoch")
 
     def as_dict(self) -> dict[str, Any]:
         return _rounded(self)
@@ -94,6 +99,14 @@ def plan_epochs(budget_s: float, *, elapsed_s: float, steps_done: int, steps_per
             break
     return BudgetPlan(budget_s, epochs, step_s, eval_s, fit_seconds(epochs, **timing),
                       at_epoch=steps_done // steps_per_epoch, elapsed_s=elapsed_s, basis=basis)
+
+
+def cut_last_epoch(budget_s: float, *, elapsed_s: float, step: int, steps: int, step_s: float,
+                   eval_s: float) -> int | None:
+    """The steps the last epoch can still have when `step` of its `steps` are done at `step_s` each and the
+    final evaluation follows; None when all of them fit."""
+    fit = math.floor((budget_s - elapsed_s - eval_s - FINISH_S) / step_s) if step_s > 0 else steps
+    return None if step + fit >= steps else step + max(0, fit)
 
 
 @dataclass
@@ -152,9 +165,12 @@ class BudgetState:
         """Keep `plan` and log it, saying what changed."""
         before = self.plan
         self.plans.append(plan)
-        when = f"after epoch {plan.at_epoch}" if plan.basis == "last epoch" else "after the first timed steps"
+        when = {"last epoch": f"after epoch {plan.at_epoch}", "this epoch": f"in epoch {plan.at_epoch + 1}"}.get(
+            plan.basis, "after the first timed steps")
         change = "" if before is None else \
             f" (was {before.epochs})" if before.epochs != plan.epochs else " (unchanged)"
+        if plan.last_epoch_steps is not None:
+            change = f", the last cut to {plan.last_epoch_steps} steps"
         log.info("time budget %.0f s, %s: %.0f s spent, %.3f s a step (%.0f img/s) -> %d epoch(s)%s, fit about %.0f s",
                  plan.budget_s, when, plan.elapsed_s, plan.step_s, images_per_s, plan.epochs, change,
                  plan.estimated_fit_s)

@@ -21,12 +21,14 @@ from torch import nn
 
 from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
-from pretrain.budget import TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, plan_epochs
+from pretrain.budget import (DEADLINE_EVERY, FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetPlan, BudgetState,
+                             CosineSchedule, cut_last_epoch, plan_epochs)
 from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
 from pretrain.distributed import Gather, init_distributed, select_device, sync_batchnorm
 from pretrain.evaluate import knn_protocol
+from pretrain.init import load_init
 from pretrain.methods import Method, build_method, describe_method
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.modules.regularizers import AnchorPenalty
@@ -209,12 +211,15 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.preprocess = preprocess_of(cfg)
         self.compile_result: CompileResult | None = None  # set by fit() under --compile
+        self.init_record: dict[str, Any] | None = None  # what --init loaded (config.json's edgezoo block)
 
     # -- building blocks
     def _build(self, num_samples: int) -> Method:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         backbone = cfg.create_backbone()
+        if cfg.init:  # before any checkpoint: a resumed run's own weights replace these
+            self.init_record = load_init(backbone, cfg.init, cfg.architecture)
         embed = embedding_dim(backbone, cfg.img_size)
         method = build_method(cfg.method, cfg=cfg, backbone=backbone, embed_dim=embed, num_samples=num_samples,
                               gather=Gather(self.dist.world_size, self.dist.rank))
@@ -418,7 +423,10 @@ class Trainer:
         perm = torch.randperm(len(data.pixels), device=dev, generator=st.shared)
         loss_sum = torch.zeros((), device=dev)
         bar = self._bar(epoch, st.epochs, st.steps_per_epoch)
+        steps = st.steps_per_epoch  # fewer when the budget cuts the last epoch
         for step in range(st.steps_per_epoch):
+            if step == steps:
+                break
             if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS:
                 st.t_timed = self._now()
             start = step * images_per_step + self.dist.rank * st.per_rank
@@ -429,21 +437,24 @@ class Trainer:
             if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS + TIMED_STEPS:
                 self._replan(st, data, (self._now() - st.t_timed) / TIMED_STEPS, epoch * st.steps_per_epoch + step + 1,
                              "timed steps")
+            if st.budget.plan is not None and epoch + 1 == st.epochs and (step + 1) % DEADLINE_EVERY == 0:
+                steps = self._deadline(st, data, t_epoch, step + 1, steps)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{(step + 1) * images_per_step / (time.perf_counter() - t_epoch):.0f} img/s")
         if bar is not None:
             bar.close()
-        self._check_finite(loss_sum, epoch, st.steps_per_epoch - 1)
+        self._check_finite(loss_sum, epoch, steps - 1)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         epoch_time = time.perf_counter() - t_epoch
         st.wall += epoch_time
-        st.images_seen += st.steps_per_epoch * images_per_step
-        if st.budget.plan is not None:  # before _end_epoch, which evaluates the epoch the plan makes the last
-            self._replan(st, data, epoch_time / st.steps_per_epoch, (epoch + 1) * st.steps_per_epoch, "last epoch")
-        return {"epoch": epoch + 1, "loss": float(loss_sum) / st.steps_per_epoch, "lr": st.scheduler.get_last_lr()[0],
-                "images_per_s": st.steps_per_epoch * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
+        st.images_seen += steps * images_per_step
+        if st.budget.plan is not None and steps == st.steps_per_epoch:  # (a cut epoch is the last)
+            # before _end_epoch, which evaluates the epoch the plan makes the last
+            self._replan(st, data, epoch_time / steps, (epoch + 1) * steps, "last epoch")
+        return {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": st.scheduler.get_last_lr()[0],
+                "images_per_s": steps * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
                 "wall_time_s": st.wall}
 
     def _train_step(self, st: FitState, idx: torch.Tensor) -> torch.Tensor:
@@ -503,25 +514,52 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _replan(self, st: FitState, data: FitData, step_s: float, steps_done: int, basis: str) -> None:
-        """Plan the epoch count from `step_s` (every rank takes rank 0's) and lay the schedule's rest over it."""
-        cfg = self.cfg
-        # One kNN evaluation embeds the bank and the test split; the calibration pass (a forward over
-        # the n training images) measured the cost of a forward per image, else a third of a step's.
+    def _eval_s(self, st: FitState, data: FitData, step_s: float) -> float:
+        """Estimated seconds of one kNN evaluation, which embeds the bank and the test split: the calibration pass
+        (a forward over the training images) measured the cost of a forward per image, else a third of a step's."""
         per_image = st.calibration_s / len(data.pixels) if st.calibration_s else step_s / (3 * st.per_rank)
-        eval_images = sum(len(s.images) for s in (data.bank, data.test) if s is not None)
-        plan = plan_epochs(cfg.time_budget, elapsed_s=self._now() - st.t_budget, steps_done=steps_done,
-                           steps_per_epoch=st.steps_per_epoch, step_s=step_s, eval_s=per_image * eval_images,
-                           max_epochs=cfg.epochs, eval_every=cfg.eval_every, basis=basis)
-        if self.dist.world_size > 1:
-            import torch.distributed as dist
+        return per_image * sum(len(s.images) for s in (data.bank, data.test) if s is not None)
 
-            agreed = torch.tensor([plan.epochs], device=self.device)
-            dist.broadcast(agreed, src=0)
-            plan = dataclasses.replace(plan, epochs=int(agreed.item()))
+    def _agreed(self, value: int) -> int:
+        """Rank 0's `value` on every rank (each measures its own speed; all must train the same steps)."""
+        if self.dist.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        agreed = torch.tensor([value], device=self.device)
+        dist.broadcast(agreed, src=0)
+        return int(agreed.item())
+
+    def _replan(self, st: FitState, data: FitData, step_s: float, steps_done: int, basis: str) -> None:
+        """Plan the epoch count from `step_s` and lay the schedule's rest over it."""
+        cfg = self.cfg
+        plan = plan_epochs(cfg.time_budget, elapsed_s=self._now() - st.t_budget, steps_done=steps_done,
+                           steps_per_epoch=st.steps_per_epoch, step_s=step_s,
+                           eval_s=self._eval_s(st, data, step_s), max_epochs=cfg.epochs, eval_every=cfg.eval_every,
+                           basis=basis)
+        plan = dataclasses.replace(plan, epochs=self._agreed(plan.epochs))
         st.budget.add(plan, st.per_rank * self.dist.world_size / step_s)
         st.epochs = plan.epochs
         st.schedule.replan(steps_done, st.steps_per_epoch * plan.epochs)
+
+    def _deadline(self, st: FitState, data: FitData, t_epoch: float, step: int, steps: int) -> int:
+        """In the last planned epoch, after `step` of its `steps`: the steps that still end inside the budget
+        at this epoch's speed so far (the schedule re-laid to end on them when fewer)."""
+        now = self._now()
+        step_s, elapsed = (now - t_epoch) / step, now - st.t_budget
+        eval_s = self._eval_s(st, data, step_s)
+        cut = cut_last_epoch(self.cfg.time_budget, elapsed_s=elapsed, step=step, steps=steps, step_s=step_s,
+                             eval_s=eval_s)
+        cut = self._agreed(-1 if cut is None else cut)
+        if cut < 0:
+            return steps
+        done = st.epoch * st.steps_per_epoch
+        st.budget.add(BudgetPlan(self.cfg.time_budget, st.epochs, step_s, eval_s,
+                                 elapsed + (cut - step) * step_s + eval_s + FINISH_S, at_epoch=st.epoch,
+                                 elapsed_s=elapsed, basis="this epoch", last_epoch_steps=cut),
+                      st.per_rank * self.dist.world_size / step_s)
+        st.schedule.replan(done + step, done + cut)
+        return cut
 
     def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
         """Every rank's augmentation RNG state, so a resumed DDP run draws the same crops."""
@@ -554,7 +592,8 @@ class Trainer:
         arch = cfg.architecture
         backbone = method.backbone
         config = backbone_config(backbone, arch, method.embed_dim, self.preprocess, model_args=cfg.model_args,
-                                 extra={"method": cfg.method, "epochs": epochs, "data": cfg.data})
+                                 extra={"method": cfg.method, "epochs": epochs, "data": cfg.data,
+                                        **({"init": self.init_record} if self.init_record else {})})
         save_backbone(backbone, self.run.backbone, config)
         metrics = {
             "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch,

@@ -9,8 +9,8 @@ import pytest
 import math
 import time
 
-from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, evaluations_left,
-                             fit_seconds, plan_epochs)
+from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, cut_last_epoch,
+                             evaluations_left, fit_seconds, plan_epochs)
 from pretrain.config import PretrainConfig, build_config
 from pretrain.trainer import Trainer, load_checkpoint
 from zoo.errors import ConfigError
@@ -123,25 +123,27 @@ def test_budget_state_reads_old_and_new_checkpoints():
 
 
 def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_test_200):
-    """The first timed steps are slowed (as by another program busy at the start): the first plan is short, the
-    epoch-end re-plans give the epochs back, and the run spends its budget."""
-    slow_steps, sleep_s, budget = WARMUP_STEPS + TIMED_STEPS, 0.3, 20.0
-    real_step = Trainer._train_step
-    calls = {"n": 0}
+    """The first timed steps are slow (a virtual 1 s a step on the trainer's clock, as when another program is
+    busy at the start): the first plan is short, the epoch-end re-plans give the epochs back, and the run spends
+    its budget."""
+    slow_steps, slow_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 35.0
+    real_now, real_step = Trainer._now, Trainer._train_step
+    virtual = {"s": 0.0, "steps": 0}
 
     def slowed(self, st, idx):
-        calls["n"] += 1
-        if calls["n"] <= slow_steps:
-            time.sleep(sleep_s)
+        virtual["steps"] += 1
+        if virtual["steps"] <= slow_steps:
+            virtual["s"] += slow_s
         return real_step(self, st, idx)
 
+    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
     monkeypatch.setattr(Trainer, "_train_step", slowed)
     cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **TINY)
     run = tmp_path / "slow-start"
     metrics = Trainer(cfg, run, progress=False).fit()
     tb = metrics["time_budget"]
     first, plans = tb["plans"][0], tb["plans"]
-    assert first["basis"] == "timed steps" and first["step_s"] >= sleep_s  # planned from the slowed steps
+    assert first["basis"] == "timed steps" and first["step_s"] >= slow_s  # planned from the slowed steps
     assert metrics["epochs"] > first["epochs"]  # the re-plans gave the epochs back
     # then one plan at the end of every epoch from the one in progress on
     assert [p["basis"] for p in plans[1:]] == ["last epoch"] * (len(plans) - 1)
@@ -154,6 +156,39 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
     lrs = [float(r["lr"]) for r in rows]
     assert len(rows) == metrics["epochs"] and all(b <= a + 1e-9 for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] == pytest.approx(0.0, abs=1e-6) or plans[-1]["epochs"] < plans[-2]["epochs"]
+
+
+def test_cut_last_epoch_keeps_what_fits():
+    # 40 s spent, 10 of 100 steps done at 1 s each, a 10-s evaluation: 300 - 40 - 10 - FINISH_S more steps fit
+    assert cut_last_epoch(300.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) is None
+    assert cut_last_epoch(100.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) == 10 + 45
+    assert cut_last_epoch(50.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) == 10  # stop now
+
+
+def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_200):
+    """The machine slows down in the last planned epoch (a virtual 3 s a step on the trainer's clock): the epoch
+    ends early, inside the budget, with the schedule ending on its last step."""
+    real_now, real_step = Trainer._now, Trainer._train_step
+    virtual = {"s": 0.0}
+
+    def slowed(self, st, idx):
+        if st.epoch == 1:
+            virtual["s"] += 3.0
+        return real_step(self, st, idx)
+
+    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    budget = 100.0
+    cfg = build_config(None, epochs=2, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
+    run = tmp_path / "slow-end"
+    metrics = Trainer(cfg, run, progress=False).fit()
+    tb, steps_per_epoch = metrics["time_budget"], 256 // 8
+    last = tb["plans"][-1]
+    assert last["basis"] == "this epoch" and 10 <= last["last_epoch_steps"] < steps_per_epoch
+    assert metrics["epochs"] == 2 and metrics["images_seen"] == (steps_per_epoch + last["last_epoch_steps"]) * 8
+    assert tb["spent_s"] <= budget  # without the cut: about 10 + 32 * 3 s
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 2 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_resume_keeps_the_plan_and_the_spent_budget(tight, tmp_path):
