@@ -11,8 +11,9 @@ the complete/stale rules are `zoo.layout`'s (`RunDir`; the export's: `zoo.edge.e
 - evaluate: skipped when eval.json is newer than the backbone's weights.
 - export: skipped when export/validation.json passed and still vouches for the
   files (sizes and sha256), and the ONNX model is newer than the weights.
-- publish: skipped when the hub already has a version whose manifest lists exactly
-  this run's weights and ONNX models (same sha256).
+- publish: skipped when the hub it would publish to (the local hub unless ``--hub hf``;
+  `zoo.hub.choose_hub`) already has a version whose manifest lists exactly this run's
+  weights and ONNX models (same sha256).
 - demo: served unless ``--no-serve``, from the published version (ONNX backend).
 
 One summary at the end: paths, kNN, export parity and latency, where it was
@@ -376,7 +377,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"pretraining recipe name or YAML path, overridden by flags ({', '.join(list_recipes())})")
     parser.add_argument("--version", default=None,
                         help="version tag to publish (default: the next vN, or the version already holding this run)")
-    add_hub_arguments(parser, "hub to publish to: hf or local (default: as `edgezoo publish`)")
+    add_hub_arguments(parser, "hub to publish to: hf or local (default: local, as `edgezoo publish`)")
     parser.add_argument("--no-serve", action="store_true", help="stop after publishing; do not start the demo")
     parser.add_argument("--gallery", type=Path, default=None,
                         help="demo gallery folder (default: the held-out split of the training data, e.g. CIFAR-10's "

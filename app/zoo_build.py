@@ -16,6 +16,8 @@ each entry's stage times from the build that did the work, for the table's
 
     name: cpu                       # optional, default: the file's stem
     description: ...
+    hub: hf                         # optional: publish to (and list) the Hugging Face Hub; default: the local
+                                    # hub, as `edgezoo run` (--hub / --hub-dir on the command line win)
     defaults:                       # merged under every entry (options merge key by key)
       recipe: cpu-quick
       data: cifar10
@@ -44,6 +46,7 @@ import yaml
 
 from zoo.errors import ConfigError, EdgezooError
 from zoo.fsutil import atomic_write_json, atomic_write_text
+from zoo.hub import HUBS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ DEFAULT_TABLE = Path("ZOO.md")
 DEFAULT_PLOT = Path("docs") / "zoo.png"
 BUILD_RECORD = "build.json"
 _ENTRY_KEYS = {"name", "model", "repo", "recipe", "data", "org", "options", "export_options", "description"}
-_SPEC_KEYS = {"name", "description", "defaults", "entries"}
+_SPEC_KEYS = {"name", "description", "hub", "defaults", "entries"}
 
 
 class ZooBuildError(EdgezooError):
@@ -98,6 +101,11 @@ class ZooSpec:
     path: Path
     description: str
     entries: list[ZooEntry]
+    hub: str | None = None
+
+    def hub_for(self, hub: str | None, hub_dir: str | Path | None) -> str | None:
+        """The hub to publish to and list: the flags' when given (a --hub-dir means the local hub), else the spec's."""
+        return hub if hub is not None or hub_dir is not None else self.hub
 
     def select(self, only: Sequence[str] | None) -> list[ZooEntry]:
         """The entries named by --only (all when None); an unknown name is refused before any work."""
@@ -162,8 +170,11 @@ def load_spec(name_or_path: str | Path) -> ZooSpec:
         twice = sorted({v for v in seen if seen.count(v) > 1})
         if twice:
             raise ConfigError(f"{path}: entries share a {key}: {', '.join(twice)}")
+    hub = raw.get("hub")
+    if hub is not None and hub not in HUBS:
+        raise ConfigError(f"{path}: hub {hub!r}: expected one of {', '.join(HUBS)}")
     spec = ZooSpec(name=str(raw.get("name") or path.stem), path=path, description=str(raw.get("description") or ""),
-                   entries=entries)
+                   entries=entries, hub=hub)
     for entry in entries:  # a typo fails now, naming the entry, not after the entries before it trained
         run_args(entry, Path("."))
     return spec
@@ -240,6 +251,7 @@ def build_zoo(spec: ZooSpec, *, only: Sequence[str] | None = None, hub: str | No
     from app.pipeline import run_pipeline
 
     entries = spec.select(only)
+    hub = spec.hub_for(hub, hub_dir)
     runs = runs / spec.name
     runs.mkdir(parents=True, exist_ok=True)
     record_path = runs / BUILD_RECORD
@@ -273,7 +285,7 @@ def spec_rows(spec: ZooSpec, hub: str | None, hub_dir: str | Path | None) -> lis
     from zoo.catalog import list_models
 
     repos = {e.repo for e in spec.entries}
-    return [row for row in list_models(hub=hub, hub_dir=hub_dir) if row["repo_id"] in repos]
+    return [row for row in list_models(hub=spec.hub_for(hub, hub_dir), hub_dir=hub_dir) if row["repo_id"] in repos]
 
 
 def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
@@ -333,14 +345,15 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                                    "its plot from the published repos.")
     b.add_argument("spec", help=f"a spec YAML path, or a shipped spec: {', '.join(list_specs())}")
     b.add_argument("--only", nargs="+", metavar="NAME", default=None, help="build only these entries")
-    add_hub_arguments(b, "hub to publish to and read the table from: hf or local (default: as `edgezoo publish`)")
+    add_hub_arguments(b, "hub to publish to and read the table from: hf or local (default: the spec's hub: key, "
+                         "else local)")
     b.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"where RUN_DIRs go (default: {DEFAULT_RUNS}/<spec>)")
     b.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the zoo table (default: {DEFAULT_TABLE})")
     b.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the zoo plot (default: {DEFAULT_PLOT})")
     t = sub.add_parser("table", help="write ZOO.md and its plot for a spec from the hub, without building",
                        description="Rewrite a spec's ZOO.md and plot from the published repos.")
     t.add_argument("spec", help=f"a spec YAML path, or a shipped spec: {', '.join(list_specs())}")
-    add_hub_arguments(t, "hub to read from: hf or local")
+    add_hub_arguments(t, "hub to read from: hf or local (default: the spec's hub: key, else local)")
     t.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the build record is")
     t.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the zoo table (default: {DEFAULT_TABLE})")
     t.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the zoo plot (default: {DEFAULT_PLOT})")

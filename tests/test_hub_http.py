@@ -33,10 +33,10 @@ import numpy as np
 
 PUBLISH = PRELUDE + """
 from zoo.publish import publish
-first = publish(RUN, REPO)
-second = publish(RUN, REPO)
+first = publish(RUN, REPO, hub="hf")  # the Hub (here the receiver in HF_ENDPOINT) only when asked
+second = publish(RUN, REPO, hub="hf")
 try:
-    publish(RUN, REPO, version="v1")
+    publish(RUN, REPO, version="v1", hub="hf")
     refused = None
 except Exception as exc:
     refused = f"{type(exc).__name__}: {exc}"

@@ -168,3 +168,43 @@ def test_shipped_specs_load():
         assert len(spec.entries) >= 4, name
         models = {e.model for e in spec.entries}
         assert {"resnet18", "mobilenetv3_large_100"} <= models and any(m.startswith("vit") for m in models), name
+
+
+@pytest.mark.parametrize("spec_hub, flags, where", [
+    (None, {}, "local"),                        # no word anywhere: the local hub, whatever token is set
+    ("hf", {}, "hf"),                           # the spec says so
+    ("hf", {"hub": "local"}, "local"),          # the command line wins
+    ("hf", {"hub_dir": "HUB"}, "local"),        # ... and a --hub-dir names the local hub
+])
+def test_a_spec_may_say_which_hub_and_the_flags_win(tmp_path, monkeypatch, spec_hub, flags, where):
+    """`hub: hf` in a spec publishes (and lists) there; publish and table ask the same hub. Nothing is built."""
+    import app.pipeline
+    import zoo.catalog
+    from app.zoo_build import build_zoo, load_spec
+    from zoo.hub import choose_hub
+
+    path = write_spec(tmp_path / "a.yaml", tmp_path, ENTRIES[:1])
+    if spec_hub:
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "hub": spec_hub}, sort_keys=False))
+    flags = {k: tmp_path / "hub" if v == "HUB" else v for k, v in flags.items()}
+    asked = []
+    monkeypatch.setattr(app.pipeline, "run_pipeline",
+                        lambda args: asked.append(("publish", choose_hub(args.hub, args.hub_dir), args.hub_dir))
+                        or app.pipeline.PipelineResult(run_dir=Path(args.out), repo_id=args.repo))
+    monkeypatch.setattr(zoo.catalog, "list_models",
+                        lambda hub, hub_dir: asked.append(("list", choose_hub(hub, hub_dir), hub_dir)) or [])
+    spec = load_spec(path)
+    assert spec.hub == spec_hub
+    build_zoo(spec, runs=tmp_path / "runs", table=None, plot=None, **flags)
+    hub_dir = flags.get("hub_dir")
+    assert asked == [("publish", where, hub_dir), ("list", where, hub_dir)]
+
+
+def test_a_spec_with_an_unknown_hub_is_refused(tmp_path):
+    from app.zoo_build import load_spec
+    from zoo.errors import ConfigError
+
+    path = write_spec(tmp_path / "a.yaml", tmp_path, ENTRIES[:1])
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "hub": "s3"}, sort_keys=False))
+    with pytest.raises(ConfigError, match="hub 's3': expected one of hf, local"):
+        load_spec(path)

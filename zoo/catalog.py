@@ -107,5 +107,5 @@ def list_hf(author: str | None = None) -> list[dict[str, Any]]:
 
 
 def list_models(hub: str | None = None, hub_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """The zoo's index: every published model of the configured hub with its key metrics."""
+    """The zoo's index: every published model of the hub publishing would use (the local one unless `hub` is 'hf')."""
     return list_hf() if choose_hub(hub, hub_dir) == "hf" else list_local(hub_dir)

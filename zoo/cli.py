@@ -13,7 +13,7 @@ from zoo.hub import HUBS
 log = logging.getLogger(__name__)
 
 _HUB_HELP = ("where to publish/read: hf (the Hugging Face Hub, or HF_ENDPOINT) or local (a directory of git "
-             "repos); default: hf when HF_ENDPOINT or a token is configured, else local")
+             "repos); default: local, whatever token or HF_ENDPOINT is configured")
 _HUB_DIR_HELP = "local hub directory (implies --hub local; default: $EDGEZOO_HUB, else ~/.cache/edgezoo/hub)"
 
 
@@ -34,9 +34,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 def run_publish(args: argparse.Namespace) -> Any:
     from zoo.publish import publish
 
-    result = publish(args.run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)
-    log.info("published %s %s (%d files, %.1f MB) to the %s hub", result.repo_id, result.version, result.files,
-             result.bytes / 1e6, result.hub)
+    result = publish(args.run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)  # logs where
     print(f"published {result.repo_id}@{result.version} commit {result.commit[:12]} -> {result.location}")
     print(f'load it: zoo.from_pretrained("{result.repo_id}", revision="{result.version}")')
     return result
@@ -77,9 +75,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def run_list(args: argparse.Namespace) -> list[dict[str, Any]]:
     from zoo.catalog import list_models
-    from zoo.hub import choose_hub
+    from zoo.hub import choose_hub, default_hub_note
     from zoo.hub_local import local_hub_dir
 
+    note = default_hub_note(args.hub, args.hub_dir, "lists")
+    if note:
+        log.info("listing the local hub %s: %s", local_hub_dir(args.hub_dir), note)
     rows = list_models(hub=args.hub, hub_dir=args.hub_dir)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -10,15 +10,22 @@ repositories (`zoo.hub_local`). The jobs on them live in their own modules:
 - `zoo.publish`: staging a repository from a RUN_DIR and publishing it to either hub;
 - `zoo.public`: what may leave the machine (local paths reduced, tokens scrubbed).
 
-Which hub (`choose_hub`, which publishing, listing and the pipeline ask): ``--hub`` if given; a
-``--hub-dir`` means the local hub (`named_hub`: what the flags name, which the demo asks too);
-otherwise the Hugging Face Hub when HF_ENDPOINT or a token is configured, else the local hub at
-EDGEZOO_HUB or the per-user cache. Downloads (`zoo.pretrained.fetch`) read the local hub when it holds
-the repository, else the Hugging Face Hub, unless ``hub`` names one. torch-free.
+Which hub. Nothing leaves the machine unless asked: a Hub token or HF_ENDPOINT alone changes nothing.
+
+- publishing (`edgezoo publish`, `edgezoo run`'s publish stage, `edgezoo zoo build`), listing (`edgezoo list`,
+  the zoo table) and the pipeline's "is this run published already" (`choose_hub`): ``--hub`` if given, else
+  the local hub (EDGEZOO_HUB or the per-user cache; a ``--hub-dir`` names its folder). ``--hub hf``, or a
+  zoo spec's ``hub: hf``, is the only way to the Hugging Face Hub (or the server in HF_ENDPOINT), so a
+  logged-in machine publishes locally like any other; `publish` says where it published, and that
+  ``--hub hf`` would go to the Hub when the Hub is configured (`default_hub_note`).
+- downloading (`zoo.pretrained.fetch`, reads only: no upload is reachable from it): the local hub when it
+  holds the repository, else the Hugging Face Hub through its cache, unless ``hub`` names one (`named_hub`:
+  what the flags name, which the demo asks too). torch-free.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -104,6 +111,11 @@ def hf_token() -> str | None:
     return get_token()
 
 
+def hf_configured() -> bool:
+    """HF_ENDPOINT or a token is set: downloads may find a repo there, and `publish` reminds of ``--hub hf``."""
+    return bool(os.environ.get("HF_ENDPOINT") or hf_token())
+
+
 def named_hub(hub: str | None = None, hub_dir: str | Path | None = None) -> str | None:
     """The hub the flags name: `hub` (one of HUBS), else 'local' for a `hub_dir`; None when neither is given."""
     if hub is not None:
@@ -114,8 +126,15 @@ def named_hub(hub: str | None = None, hub_dir: str | Path | None = None) -> str 
 
 
 def choose_hub(hub: str | None = None, hub_dir: str | Path | None = None) -> str:
-    """'hf' or 'local' (see the module docstring for the order)."""
-    return named_hub(hub, hub_dir) or ("hf" if os.environ.get("HF_ENDPOINT") or hf_token() else "local")
+    """Where to publish and list: what the flags name, else 'local' (never the Hub by a token or HF_ENDPOINT)."""
+    return named_hub(hub, hub_dir) or "local"
+
+
+def default_hub_note(hub: str | None, hub_dir: str | Path | None, verb: str) -> str | None:
+    """What to tell a logged-in user whose job went to the local hub by default (None when nothing to say)."""
+    if named_hub(hub, hub_dir) is None and hf_configured():
+        return f"a Hugging Face token or HF_ENDPOINT is configured, but only --hub hf {verb} the Hugging Face Hub"
+    return None
 
 
 # --- errors of the Hugging Face client ------------------------------------------------------------------
@@ -134,4 +153,20 @@ def hf_errors_to_hub_errors(exc: BaseException, repo_id: str, revision: str | No
                             "reached (HF_HUB_OFFLINE=1 or no network); download it once while online")
     if isinstance(exc, hf.EntryNotFoundError):
         return HubError(f"{repo_id}@{revision or DEFAULT_BRANCH}: a file is missing: {scrub(str(exc), token)}")
+    if isinstance(exc, _transport_errors()):
+        from huggingface_hub import constants
+
+        return OfflineError(f"{repo_id}: the hub at {constants.ENDPOINT} cannot be reached "
+                            f"({type(exc).__name__}: {scrub(str(exc), token)})")
     return HubError(f"{repo_id}: hub request failed: {scrub(str(exc), token)}")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's 'no answer' errors (connect, timeout, network): httpx2 in huggingface_hub 2, httpx in 1."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

@@ -3,7 +3,8 @@
 Resolution: the local hub when the repo exists there (or ``hub="local"``), else
 the Hugging Face Hub (or whatever HF_ENDPOINT points at, e.g. olah serving a
 local hub to an offline fleet) through huggingface_hub's normal cache, so
-HF_HUB_OFFLINE=1 works once the files are cached. Only the files the chosen
+HF_HUB_OFFLINE=1 works once the files are cached. Reading never leaves anything on a hub:
+no upload call is reachable from here, whatever token is configured. Only the files the chosen
 backend needs are fetched, each verified against manifest.json before use;
 weights are read from safetensors or ONNX only, never unpickled.
 
@@ -27,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from zoo.hub import (DEFAULT_BRANCH, HubError, OfflineError, UnknownRepoError, UnknownRevisionError, check_repo_id,
-                     choose_hub, hf_errors_to_hub_errors, named_hub)
+                     hf_configured, hf_errors_to_hub_errors, named_hub)
 from zoo.hub_local import LocalHub, local_hub_dir
 from zoo.layout import BACKBONE_CONFIG, MANIFEST, ONNX_VARIANTS, REPO_PREPROCESS, TORCH_FILES
 from zoo.manifest import ChecksumError, read_manifest, verify_folder
@@ -127,9 +128,9 @@ def fetch(repo_id: str, files: Sequence[str], revision: str | None = None, *, op
     try:
         return _fetch_hf(repo_id, revision, files, optional)
     except OfflineError as exc:
-        if hub is None and choose_hub(None, hub_dir) == "local":
-            # The local hub is this machine's hub and lacks the repo; the Hub was only a fallback, and
-            # "download it once while online" would send a typo looking for a network.
+        if hub is None and not hf_configured():
+            # No Hub is configured: the local hub is this machine's hub and lacks the repo; the Hub was only a
+            # fallback, and "download it once while online" would send a typo looking for a network.
             raise _not_in_local_hub(local, repo_id) from exc
         raise
 

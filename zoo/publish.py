@@ -2,7 +2,8 @@
 
 One commit and a new version tag (default: the next ``vN``; versions are
 immutable) on the hub `zoo.hub.choose_hub` picks: the local hub (`zoo.hub_local`)
-or the Hugging Face Hub (create_repo, one upload_folder commit, create_tag).
+unless ``hub="hf"`` asks for the Hugging Face Hub (create_repo, one upload_folder
+commit, create_tag); a configured token alone never sends anything there.
 Published configs and reports go through `zoo.public`, so no local path is
 published. torch-free.
 """
@@ -18,7 +19,7 @@ from typing import Iterable
 
 from zoo import card
 from zoo.hub import (HubError, PublishRefused, RefExistsError, check_ref_name, check_repo_id, choose_hub,
-                     hf_errors_to_hub_errors, next_version)
+                     default_hub_note, hf_errors_to_hub_errors, next_version)
 from zoo.hub_local import LocalHub, local_hub_dir, scratch_dir
 from zoo.layout import (BACKBONE_CONFIG, CARD, LINEAGE, OPTIONAL_REPO_FILES, REPO_CONFIG, REPO_EVAL, REPO_FILES,
                         REPO_VALIDATION)
@@ -132,7 +133,15 @@ def publish(run_dir: str | Path, repo_id: str, *, version: str | None = None, hu
     check_repo_id(repo_id)
     run = check_run(run_dir)
     target = choose_hub(hub, hub_dir)
+    note = default_hub_note(hub, hub_dir, "publishes to")  # a logged-in user may expect the Hub
+    if note:
+        log.info("publishing %s to the local hub %s: %s", repo_id, local_hub_dir(hub_dir), note)
     message = f"edgezoo: {run.metrics.get('architecture')} {run.metrics.get('method')}"
     if target == "hf":
-        return _publish_hf(run, repo_id, version, message)
-    return _publish_local(run, repo_id, version, hub_dir, message)
+        result = _publish_hf(run, repo_id, version, message)
+    else:
+        result = _publish_local(run, repo_id, version, hub_dir, message)
+    log.info("published %s %s (%d files, %.1f MB) to %s %s", result.repo_id, result.version, result.files,
+             result.bytes / 1e6, "the Hugging Face Hub at" if result.hub == "hf" else "the local hub in",
+             result.location)
+    return result
