@@ -50,6 +50,8 @@ STAGES = [
            "app.zoo_build", "add_zoo_arguments", "run_zoo"),
     _Stage("demo", "serve the Gradio retrieval demo of a model over a folder of images", "app.demo.cli",
            "add_demo_arguments", "run_demo", needs=("gradio",)),
+    _Stage("embed", "embed every image of a folder with a model into an .npz, .csv or .parquet file", "app.embed",
+           "add_embed_arguments", "run_embed"),
 ]
 
 

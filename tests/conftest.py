@@ -75,6 +75,30 @@ def cifar_test_200(tmp_path_factory, cifar_root) -> Path:
     return cifar_test_subset(cifar_root, tmp_path_factory.mktemp("cifar10-test-200"), 20)
 
 
+# --- an edge install: onnxruntime, numpy and Pillow only -------------------------------------------------
+
+EDGE_MISSING = ("torch", "torchvision", "timm", "gradio", "gradio_client")
+
+
+def edge_cli(*also_missing: str) -> str:
+    """Code for ``python -c CODE ARGS...``: `edgezoo ARGS` as an edge install runs it, where EDGE_MISSING (and
+    `also_missing`) are not installed (importing one raises ModuleNotFoundError)."""
+    missing = (*EDGE_MISSING, *also_missing)
+    return f"""
+import importlib.abc, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {missing!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 # --- the session's `edgezoo run` (test_pipeline.py), which the demo and browser tests serve ----------------
 
 def pipeline_once(base: Path, cifar_root: Path) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import edge_cli
 from zoo.hub import OfflineError, UnknownRepoError
 from zoo.hub_local import LocalHub
 
@@ -119,19 +120,7 @@ def test_int8_with_the_torch_backend_is_refused(no_hf, tmp_path):
 
 # --- an edge install: onnxruntime, numpy and Pillow only ------------------------------------------------
 
-EDGE_CLI = """
-import importlib.abc, sys
-
-class NotInstalled(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("torch", "torchvision", "timm", "gradio", "gradio_client"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-from app.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+EDGE_CLI = edge_cli()
 
 
 @pytest.mark.parametrize(("argv", "package", "extra"), [
