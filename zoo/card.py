@@ -215,6 +215,17 @@ def lineage_table(lineage: Any) -> dict[str, Any] | None:
     return {"columns": columns, "rows": [[step.get(c) for c in columns] for step in steps]}
 
 
+def init_info(backbone_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The weights the run started from (``--init``: config.json's ``edgezoo.init``) as the card names them, with
+    their license; None for a run from random init. Local paths are reduced to their last component."""
+    record = (backbone_config.get("edgezoo") or {}).get("init")
+    if not record:
+        return None
+    record = public_json(record)
+    return {"source": record.get("source"), "origin": record.get("origin") or record.get("source"),
+            "license": record.get("license"), "sha256": record.get("sha256"), "kind": record.get("kind")}
+
+
 def knn_headline(run: "RunFiles") -> dict[str, Any]:
     """The card's one kNN figure and its protocol: `edgezoo eval`'s (eval.json) when the run has a current
     one, else training's last evaluation (metrics.json, whose test-set size is not recorded).
@@ -285,6 +296,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
         "data": dataset_info(run.config, run.data), "knn": knn_headline(run), "hub": hub,
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage),
+        "init": init_info(cfg),
         "files": dict(sorted(files.items())),
         "onnx_files": {f: n for f, n in sorted(files.items()) if f.startswith("onnx/") and f.endswith(".onnx")},
         "curve": CURVE_NAME,
