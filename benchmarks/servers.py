@@ -6,6 +6,8 @@ benchmarks/retrieval.py serves the demo with it, tests/hubutil.py olah.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -31,11 +33,23 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Terminate a server subprocess, killing it if it does not exit within `timeout` seconds."""
-    proc.terminate()
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0, *, group: bool = False) -> None:
+    """Terminate a server subprocess, killing it if it does not exit within `timeout` seconds.
+
+    With ``group`` the signals go to its whole process group (a server started with
+    ``start_new_session=True``), so that whatever it started goes too.
+    """
+    def send(sig: signal.Signals) -> None:
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:  # already gone
+            pass
+
+    send(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait()
+    if group:  # the leader is gone; anything left in its group goes now
+        send(signal.SIGKILL)

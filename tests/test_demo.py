@@ -8,9 +8,13 @@ outside the gallery is served; the index is persisted.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -101,7 +105,53 @@ def test_bad_uploads_get_readable_errors_and_the_server_goes_on(client, gallery,
     Image.new("L", (8000, 6000)).save(huge, optimize=False)  # 48 megapixels, a small file
     assert "8000x6000 pixels" in _error_message(client, huge)
 
+    bomb = tmp_path / "bomb.png"  # a 900-megapixel header over 100 bytes of data: Pillow refuses it on open
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+                     + _png_chunk(b"IDAT", zlib.compress(b"\0" * 100)) + _png_chunk(b"IEND", b""))
+    assert "bomb.png is too large to decode safely" in _error_message(client, bomb)
+
     assert _search(client, good, k=1)[0][1] == good.relative_to(gallery).as_posix()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_uploads_over_the_size_cap_are_refused_before_any_work(served, client, tmp_path):
+    """Over MAX_UPLOAD_MB the upload itself is refused (gradio's max_file_size): by the client from the page's
+    config, and by the server for a raw HTTP upload, before the file reaches the handler."""
+    import httpx
+    from gradio_client import handle_file
+
+    from app.demo.view import MAX_UPLOAD_MB
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_UPLOAD_MB * 2**20 + 1))
+    with pytest.raises(ValueError, match="maximum file size"):
+        client.predict(handle_file(str(big)), 3, api_name="/search")
+    with big.open("rb") as fh:
+        answer = httpx.post(f"{served[1]}gradio_api/upload", files={"files": ("big.png", fh, "image/png")}, timeout=60)
+    assert answer.status_code == 413 and "maximum allowed size" in answer.text
+
+
+def test_search_answers_with_plot_data_and_links_results_in_place(served, client, gallery, gallery_size):
+    """The PCA plot is gradio plot data (the gallery's points, the hits marked, the query on its top-1 match),
+    and the result images are the gallery's own files, linked where they are, not copies in gradio's cache."""
+    from gradio_client import handle_file
+
+    query = sorted((gallery / "ants").iterdir())[5]
+    results, table, _, plot = client.predict(handle_file(str(query)), 4, api_name="/search")
+    names = [row[1] for row in table["data"]]
+    assert plot["columns"] == ["x", "y", "kind", "image"] and plot["mark"] == "point"
+    by_kind: dict[str, list] = {}
+    for row in plot["data"]:
+        by_kind.setdefault(row[2], []).append(row)
+    assert [r[3] for r in by_kind["top-k"]] == names and len(by_kind["query"]) == 1
+    assert len(by_kind["gallery"]) == gallery_size - 4  # a 40-image gallery: every image drawn, the hits marked
+    assert by_kind["query"][0][:2] == pytest.approx(by_kind["top-k"][0][:2], abs=2e-4)  # its own best match
+    for item, name in zip(results, names):
+        path = Path(item["image"]["path"])
+        assert path == gallery.resolve() / name and path.read_bytes() == (gallery / name).read_bytes()
 
 
 def test_embed_endpoint(client, gallery):
@@ -207,3 +257,24 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_load_benchmark_smoke_times_every_search_and_stops_its_server(cifar_root, tmp_path):
+    """benchmarks/demo_load.py --smoke: its own demo (a tiny ONNX model, 60 images), every search answered
+    and timed, each client with images of its own, and no process of the server's left afterwards."""
+    out = tmp_path / "load.json"
+    env = {**os.environ, "EDGEZOO_DATA": str(cifar_root.parent)}
+    proc = subprocess.run([sys.executable, "benchmarks/demo_load.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    cfg, summary, requests = result["config"], result["summary"], result["requests"]
+    sent = cfg["clients"] * cfg["per_client"]
+    assert sent > 1 and summary["sent"] == summary["answered"] == len(requests) == sent
+    assert all(r["ok"] and r["latency_s"] > 0 and r["results"] == cfg["k"] for r in requests), requests
+    assert sorted(r["client"] for r in requests) == sorted(list(range(cfg["clients"])) * cfg["per_client"])
+    assert len({r["query"] for r in requests}) == sent
+    assert summary["max_s"] >= summary["p95_s"] >= summary["p50_s"] > 0 and cfg["gallery_images"] == 60
+    assert "p95" in proc.stdout
+    with pytest.raises(ProcessLookupError):  # the server's whole process group is gone
+        os.killpg(result["server_pid"], 0)

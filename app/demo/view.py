@@ -9,6 +9,15 @@ folder alone (results are gallery images), uploads are capped in bytes and
 pixels, and a non-image, corrupt, empty or huge upload is answered with a
 readable ``gr.Error`` while the server goes on serving. Requests are queued with
 a concurrency limit so a burst of clients cannot exhaust the CPU.
+
+Ten people searching at once on 2 cores (benchmarks/demo_load.py): the embedding
+and the search take a few milliseconds; what a search costs is gradio's work
+around the handler, in one event loop, proportional to the size of the answer.
+So the answer is built lean: the PCA plot's gallery points are projected once per
+model and sent as plot data (`PcaPlot`), and the result images are static files
+that gradio links where they are rather than hashing and copying each into its
+cache per answer. The model is one onnxruntime session shared by all requests
+(`run` is thread-safe).
 """
 
 from __future__ import annotations
@@ -61,14 +70,48 @@ class Pca2D:
         return (np.atleast_2d(np.asarray(x, np.float32)) - self.mean) @ self.components.T
 
 
+class PcaPlot:
+    """The PCA scatter's data: the gallery's points projected once per model, a query's marks added per search.
+
+    A search answers with the plot in gradio's own PlotData layout (a dict, which
+    ``gr.ScatterPlot`` passes through as it is): no DataFrame, JSON round trip and
+    pydantic validation of PLOT_POINTS rows per query, which cost more server CPU
+    than the embedding and the search together.
+    """
+
+    COLUMNS = ["x", "y", "kind", "image"]
+    DATATYPES = {"x": "quantitative", "y": "quantitative", "kind": "nominal", "image": "nominal"}
+
+    def __init__(self, embeddings: np.ndarray, names: Sequence[str], max_points: int = PLOT_POINTS,
+                 seed: int = 0) -> None:
+        self.pca = Pca2D(embeddings)
+        self.embeddings = embeddings
+        self.names = names
+        rows = np.sort(np.random.default_rng(seed).choice(len(embeddings), min(max_points, len(embeddings)),
+                                                          replace=False))
+        self.rows: list[int] = rows.tolist()
+        self.points = self._points(self.pca.project(embeddings[rows]), "gallery", [names[i] for i in self.rows])
+
+    @staticmethod
+    def _points(xy: np.ndarray, kind: str, labels: Sequence[str]) -> list[list[Any]]:
+        return [[x, y, kind, label] for (x, y), label in zip(np.round(xy.astype(np.float64), 4).tolist(), labels)]
+
+    def value(self, query: np.ndarray, hits: Sequence[int]) -> dict[str, Any]:
+        """The gallery's points, the hits marked "top-k" (instead of "gallery") and the query."""
+        taken = set(hits)
+        gallery = [p for row, p in zip(self.rows, self.points) if row not in taken]
+        marks = self._points(self.pca.project(self.embeddings[list(hits)]), "top-k", [self.names[i] for i in hits])
+        data = [*gallery, *marks, *self._points(self.pca.project(query), "query", ["query"])]
+        return {"columns": self.COLUMNS, "data": data, "datatypes": self.DATATYPES, "mark": "point"}
+
+
 @dataclass
 class Served:
-    """A loaded model with its gallery index and the gallery's PCA."""
+    """A loaded model with its gallery index and the gallery's PCA plot."""
 
     model: DemoModel
     gallery: GalleryIndex
-    pca: Pca2D
-    plot_rows: np.ndarray  # gallery rows drawn in the plot
+    plot: PcaPlot
     names: list[str]  # the gallery's ids as shown (a file name that is not UTF-8 would break gradio's JSON)
     quality: GalleryQuality | None = None  # precision@k on the gallery's labels, when it has labels
 
@@ -117,21 +160,6 @@ def read_query(payload: Any) -> "Image.Image":
                           title="Unreadable image") from None
 
 
-def _plot_frame(served: Served, query_xy: np.ndarray, hits: Sequence[int]) -> Any:
-    import pandas as pd
-
-    g = served.gallery
-    rows = [int(i) for i in served.plot_rows if int(i) not in set(hits)]
-    xy = served.pca.project(g.index.embeddings[rows]) if rows else np.zeros((0, 2), np.float32)
-    hit_xy = served.pca.project(g.index.embeddings[list(hits)]) if hits else np.zeros((0, 2), np.float32)
-    frames = [pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": "gallery",
-                            "image": [served.names[i] for i in rows]}),
-              pd.DataFrame({"x": hit_xy[:, 0], "y": hit_xy[:, 1], "kind": "top-k",
-                            "image": [served.names[i] for i in hits]}),
-              pd.DataFrame({"x": query_xy[:, 0], "y": query_xy[:, 1], "kind": "query", "image": ["query"]})]
-    return pd.concat(frames, ignore_index=True)
-
-
 # --- the app --------------------------------------------------------------------------------------------
 
 class DemoApp:
@@ -158,13 +186,11 @@ class DemoApp:
         stem = index_stem(self.index_dir, self.gallery_root, model.name)
         gallery = build_gallery_index(self.gallery_root, self.gallery_paths, model.embed, model.key, stem,
                                       batch_size=self.batch_size, progress=progress)
-        rng = np.random.default_rng(0)
-        plot_rows = np.sort(rng.choice(len(gallery), min(PLOT_POINTS, len(gallery)), replace=False))
         quality = score(gallery, model.config, self.index_dir, self.top_k, progress)
         if quality is not None:
             log.info("%s: %s", model.name, quality.line().replace("**", ""))
-        served = Served(model, gallery, Pca2D(gallery.index.embeddings), plot_rows,
-                        [printable_name(i) for i in gallery.ids], quality)
+        names = [printable_name(i) for i in gallery.ids]
+        served = Served(model, gallery, PcaPlot(gallery.index.embeddings, names), names, quality)
         with self._lock:
             self._served[model.name] = served
             self._served.move_to_end(model.name)
@@ -225,7 +251,7 @@ class DemoApp:
                 f"(`{served.model.name}`)  \n"
                 f"first values: `{np.array2string(query[:8], precision=3, separator=', ')}`  \n"
                 f"best match: `{ids[rows[0]]}` at cosine similarity **{sims[0]:.4f}**")
-        plot = _plot_frame(served, served.pca.project(query), rows)
+        plot = served.plot.value(query, rows)
         return results, table, info, plot
 
     def embed(self, payload: Any, name: str) -> dict[str, Any]:
@@ -332,6 +358,10 @@ def start(app: DemoApp, host: str = DEFAULT_HOST, port: int | None = DEFAULT_POR
     """Build and launch the app without blocking; returns (blocks, local URL). Stop it with blocks.close()."""
     import gradio as gr
 
+    # Every result is a gallery file: as static files gradio links them where they are, instead of hashing each
+    # one and copying it into its cache on every answer. gradio keeps static paths per process (the gallery
+    # folder alone: a symlinked photo takes the allowed_paths route, which allows its own file only).
+    gr.set_static_paths([app.gallery_root])
     blocks = app.build()
     blocks.queue(default_concurrency_limit=concurrency, max_size=64)
     blocks.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, show_error=False,
