@@ -19,10 +19,12 @@ the evaluations still to come, end inside the budget, counted from the moment th
 loaded (a fresh clone's one-time unpacking does not cost it epochs). Every plan is logged
 and kept (`BudgetState.plans`, metrics.json's ``time_budget.plans``).
 
-The learning rate stays a single cosine when the plan changes (`CosineSchedule`): the
-cosine's phase reached so far is kept, and the rest of the curve is stretched or squeezed
-over the steps the new plan leaves, so the rate never jumps and still ends at zero on the
-last planned step. (A re-plan that stops at the epoch just finished, because that epoch
+The learning rate stays one cosine that ends at zero on the last planned step when the
+plan changes (`CosineSchedule.replan`). A shorter plan keeps the phase the cosine has
+reached and squeezes the rest into the steps left: the rate does not jump. A longer plan
+takes the phase the longer plan has at this step, when that is earlier: the rate rises to
+where the longer plan would have it (a slow start that planned one epoch has decayed to
+zero by its end; kept continuous, every epoch given back would train at a rate of zero). (A re-plan that stops at the epoch just finished, because that epoch
 ran slower than planned, ends the run before the rate reaches zero: overrunning the
 budget would be the other choice.) The plans, the schedule and the seconds spent are stored in the
 checkpoint: a resumed run goes on re-planning from the budget it had left.
@@ -111,12 +113,13 @@ def cut_last_epoch(budget_s: float, *, elapsed_s: float, step: int, steps: int, 
 
 @dataclass
 class CosineSchedule:
-    """Linear warm-up, then a cosine from 1 to 0 that can be re-laid over a new step count without a jump.
+    """Linear warm-up, then a cosine from 1 to 0 that can be re-laid over a new step count.
 
-    Called with a step (LambdaLR's lr factor). `replan(step, total)` keeps the phase the cosine has
-    reached at `step` and spreads the rest of it over the steps up to `total`: the factor is
-    continuous, keeps decreasing, and is 0 at `total`. With no re-plan it is the plain cosine
-    ``0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))``.
+    Called with a step (LambdaLR's lr factor). With no re-plan it is the plain cosine
+    ``0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))``. `replan(step, total)` starts a new
+    stretch at `step` from the earlier of two phases, the one reached so far and the plain cosine's of
+    the new `total` at `step`, and spreads the rest over the steps up to `total`: shortened, the factor
+    is continuous; lengthened, it is the longer plan's; it then decreases to 0 at `total` either way.
     """
 
     total: int  # the step at which the factor reaches 0
@@ -139,7 +142,8 @@ class CosineSchedule:
     def replan(self, step: int, total: int) -> None:
         """From `step` on, end at `total` instead (the warm-up, if not over, is kept as it was)."""
         if step > self.start_step:
-            self.start_phase, self.start_step = self.phase(step), step
+            planned = (step - self.warmup) / max(1, total - self.warmup)  # the plain cosine's phase of `total`
+            self.start_phase, self.start_step = min(self.phase(step), planned), step
         self.total = total
 
     def as_dict(self) -> dict[str, Any]:

@@ -453,7 +453,7 @@ class Trainer:
         if st.budget.plan is not None and steps == st.steps_per_epoch:  # (a cut epoch is the last)
             # before _end_epoch, which evaluates the epoch the plan makes the last
             self._replan(st, data, epoch_time / steps, (epoch + 1) * steps, "last epoch")
-        return {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": st.scheduler.get_last_lr()[0],
+        return {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": st.optimizer.param_groups[0]["lr"],
                 "images_per_s": steps * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
                 "wall_time_s": st.wall}
 
@@ -540,7 +540,15 @@ class Trainer:
         plan = dataclasses.replace(plan, epochs=self._agreed(plan.epochs))
         st.budget.add(plan, st.per_rank * self.dist.world_size / step_s)
         st.epochs = plan.epochs
-        st.schedule.replan(steps_done, st.steps_per_epoch * plan.epochs)
+        self._relay_schedule(st, steps_done, st.steps_per_epoch * plan.epochs)
+
+    @staticmethod
+    def _relay_schedule(st: FitState, step: int, total: int) -> None:
+        """Re-lay the cosine to end at `total`, and give the optimizer the new rate for `step` at once (LambdaLR
+        set it from the old plan when it last stepped; the optimizer's state keeps it for --resume)."""
+        st.schedule.replan(step, total)
+        for group, base in zip(st.optimizer.param_groups, st.scheduler.base_lrs):
+            group["lr"] = base * st.schedule(step)
 
     def _deadline(self, st: FitState, data: FitData, t_epoch: float, step: int, steps: int) -> int:
         """In the last planned epoch, after `step` of its `steps`: the steps that still end inside the budget
@@ -558,7 +566,7 @@ class Trainer:
                                  elapsed + (cut - step) * step_s + eval_s + FINISH_S, at_epoch=st.epoch,
                                  elapsed_s=elapsed, basis="this epoch", last_epoch_steps=cut),
                       st.per_rank * self.dist.world_size / step_s)
-        st.schedule.replan(done + step, done + cut)
+        self._relay_schedule(st, done + step, done + cut)
         return cut
 
     def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
