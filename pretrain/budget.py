@@ -10,9 +10,13 @@ So the plan is made twice over:
    first epoch already knows roughly how long the run is;
 2. again at every epoch end after that, from the time the last epoch took, in both
    directions: a slow start gives epochs back, a slowdown takes them away;
-3. within the last planned epoch, every `DEADLINE_EVERY` steps (`cut_last_epoch`): when
-   the machine slows down there, the epoch ends early instead of overrunning the budget
-   (an epoch can be a large share of a short budget).
+3. within the last planned epoch, every `DEADLINE_EVERY` steps (`fit_last_epoch`), from
+   that epoch's speed so far: when the machine slows down there, the epoch ends early
+   instead of overrunning the budget; when it speeds up, a cut last epoch grows back
+   (up to a whole one, after which the epoch-end plan may add more).
+
+An epoch can be a large share of a short budget, so a plan's last epoch may be partial:
+the steps that still fit after the whole epochs (`BudgetPlan.last_epoch_steps`).
 
 Each plan (`plan_epochs`) is the most epochs (at most ``--epochs``) whose training, plus
 the evaluations still to come, end inside the budget, counted from the moment the data is
@@ -67,7 +71,7 @@ class BudgetPlan:
     at_epoch: int = 0  # epochs finished when the plan was made
     elapsed_s: float = 0.0  # budget seconds spent when the plan was made
     basis: str = "timed steps"  # what step_s was measured on: "timed steps", "last epoch" or "this epoch"
-    last_epoch_steps: int | None = None  # the last epoch cut to this many steps (basis "this epoch")
+    last_epoch_steps: int | None = None  # the last epoch cut to this many steps (None: a whole epoch)
 
     def as_dict(self) -> dict[str, Any]:
         return _rounded(self)
@@ -80,35 +84,48 @@ def evaluations_left(epochs: int, *, steps_done: int, steps_per_epoch: int, eval
     return sum(1 for e in range(first, epochs + 1) if e == epochs or (eval_every and e % eval_every == 0))
 
 
+def planned_steps(epochs: int, steps_per_epoch: int, last_epoch_steps: int | None = None) -> int:
+    """The training steps of `epochs` epochs, the last of `last_epoch_steps` steps when it is cut short."""
+    return (epochs - 1) * steps_per_epoch + (steps_per_epoch if last_epoch_steps is None else last_epoch_steps)
+
+
 def fit_seconds(epochs: int, *, elapsed_s: float, steps_done: int, steps_per_epoch: int, step_s: float,
-                eval_s: float, eval_every: int) -> float:
+                eval_s: float, eval_every: int, last_epoch_steps: int | None = None) -> float:
     """Predicted time from loaded data to metrics.json when training stops after `epochs`."""
     evals = evaluations_left(epochs, steps_done=steps_done, steps_per_epoch=steps_per_epoch, eval_every=eval_every)
-    return elapsed_s + (epochs * steps_per_epoch - steps_done) * step_s + evals * eval_s + FINISH_S
+    steps = planned_steps(epochs, steps_per_epoch, last_epoch_steps) - steps_done
+    return elapsed_s + steps * step_s + evals * eval_s + FINISH_S
 
 
 def plan_epochs(budget_s: float, *, elapsed_s: float, steps_done: int, steps_per_epoch: int, step_s: float,
                 eval_s: float, max_epochs: int, eval_every: int = 0, basis: str = "timed steps") -> BudgetPlan:
     """The most epochs that end inside `budget_s`: at least the epoch begun (or just finished), at most
-    `max_epochs`."""
+    `max_epochs`; then one more, cut to the steps that still fit, when at least `DEADLINE_EVERY` do (an
+    epoch can be a large share of a short budget: whole epochs alone would leave up to one unused)."""
     timing = dict(elapsed_s=elapsed_s, steps_done=steps_done, steps_per_epoch=steps_per_epoch, step_s=step_s,
                   eval_s=eval_s, eval_every=eval_every)
     started = max(1, math.ceil(steps_done / steps_per_epoch))
-    epochs = started
+    epochs, last = started, None
     for candidate in range(max(max_epochs, started), started - 1, -1):
         if fit_seconds(candidate, **timing) <= budget_s:
             epochs = candidate
             break
-    return BudgetPlan(budget_s, epochs, step_s, eval_s, fit_seconds(epochs, **timing),
-                      at_epoch=steps_done // steps_per_epoch, elapsed_s=elapsed_s, basis=basis)
+    if epochs < max_epochs and fit_seconds(epochs, **timing) <= budget_s:
+        spare = budget_s - fit_seconds(epochs + 1, last_epoch_steps=0, **timing)
+        steps = min(steps_per_epoch - 1, math.floor(spare / step_s)) if step_s > 0 else 0
+        if steps >= DEADLINE_EVERY:
+            epochs, last = epochs + 1, steps
+    return BudgetPlan(budget_s, epochs, step_s, eval_s, fit_seconds(epochs, last_epoch_steps=last, **timing),
+                      at_epoch=steps_done // steps_per_epoch, elapsed_s=elapsed_s, basis=basis,
+                      last_epoch_steps=last)
 
 
-def cut_last_epoch(budget_s: float, *, elapsed_s: float, step: int, steps: int, step_s: float,
-                   eval_s: float) -> int | None:
-    """The steps the last epoch can still have when `step` of its `steps` are done at `step_s` each and the
-    final evaluation follows; None when all of them fit."""
-    fit = math.floor((budget_s - elapsed_s - eval_s - FINISH_S) / step_s) if step_s > 0 else steps
-    return None if step + fit >= steps else step + max(0, fit)
+def fit_last_epoch(budget_s: float, *, elapsed_s: float, step: int, steps_per_epoch: int, step_s: float,
+                   eval_s: float) -> int:
+    """The steps the last epoch can have, `step` of them done at `step_s` each and the final evaluation to
+    follow: from `step` (stop now) to a whole epoch."""
+    fit = math.floor((budget_s - elapsed_s - eval_s - FINISH_S) / step_s) if step_s > 0 else steps_per_epoch
+    return min(steps_per_epoch, step + max(0, fit))
 
 
 @dataclass
@@ -174,7 +191,7 @@ class BudgetState:
         change = "" if before is None else \
             f" (was {before.epochs})" if before.epochs != plan.epochs else " (unchanged)"
         if plan.last_epoch_steps is not None:
-            change = f", the last cut to {plan.last_epoch_steps} steps"
+            change += f", the last of {plan.last_epoch_steps} steps"
         log.info("time budget %.0f s, %s: %.0f s spent, %.3f s a step (%.0f img/s) -> %d epoch(s)%s, fit about %.0f s",
                  plan.budget_s, when, plan.elapsed_s, plan.step_s, images_per_s, plan.epochs, change,
                  plan.estimated_fit_s)

@@ -22,7 +22,7 @@ from torch import nn
 from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
 from pretrain.budget import (DEADLINE_EVERY, FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetPlan, BudgetState,
-                             CosineSchedule, cut_last_epoch, plan_epochs)
+                             CosineSchedule, fit_last_epoch, plan_epochs, planned_steps)
 from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
@@ -417,13 +417,13 @@ class Trainer:
         cfg, dev, epoch = self.cfg, self.device, st.epoch
         images_per_step = st.per_rank * self.dist.world_size
         st.method.train()
-        t_epoch = time.perf_counter()
+        t_epoch = self._now()  # the budget's clock (a test's virtual one)
         if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
             st.method.setup(st.calibrate)  # rows refreshed once per epoch lag a fast-moving network
         perm = torch.randperm(len(data.pixels), device=dev, generator=st.shared)
         loss_sum = torch.zeros((), device=dev)
         bar = self._bar(epoch, st.epochs, st.steps_per_epoch)
-        steps = st.steps_per_epoch  # fewer when the budget cuts the last epoch
+        steps = self._epoch_steps(st)
         for step in range(st.steps_per_epoch):
             if step == steps:
                 break
@@ -437,6 +437,7 @@ class Trainer:
             if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS + TIMED_STEPS:
                 self._replan(st, data, (self._now() - st.t_timed) / TIMED_STEPS, epoch * st.steps_per_epoch + step + 1,
                              "timed steps")
+                steps = max(step + 1, self._epoch_steps(st))
             if st.budget.plan is not None and epoch + 1 == st.epochs and (step + 1) % DEADLINE_EVERY == 0:
                 steps = self._deadline(st, data, t_epoch, step + 1, steps)
             if bar is not None:
@@ -445,9 +446,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         self._check_finite(loss_sum, epoch, steps - 1)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        epoch_time = time.perf_counter() - t_epoch
+        epoch_time = self._now() - t_epoch
         st.wall += epoch_time
         st.images_seen += steps * images_per_step
         if st.budget.plan is not None and steps == st.steps_per_epoch:  # (a cut epoch is the last)
@@ -537,10 +536,19 @@ class Trainer:
                            steps_per_epoch=st.steps_per_epoch, step_s=step_s,
                            eval_s=self._eval_s(st, data, step_s), max_epochs=cfg.epochs, eval_every=cfg.eval_every,
                            basis=basis)
-        plan = dataclasses.replace(plan, epochs=self._agreed(plan.epochs))
+        last = self._agreed(-1 if plan.last_epoch_steps is None else plan.last_epoch_steps)
+        plan = dataclasses.replace(plan, epochs=self._agreed(plan.epochs), last_epoch_steps=None if last < 0 else last)
         st.budget.add(plan, st.per_rank * self.dist.world_size / step_s)
         st.epochs = plan.epochs
-        self._relay_schedule(st, steps_done, st.steps_per_epoch * plan.epochs)
+        self._relay_schedule(st, steps_done, planned_steps(plan.epochs, st.steps_per_epoch, plan.last_epoch_steps))
+
+    @staticmethod
+    def _epoch_steps(st: FitState) -> int:
+        """The steps of the epoch in progress: fewer when the budget's plan cuts it, as the last."""
+        plan = st.budget.plan
+        if plan is not None and plan.last_epoch_steps is not None and st.epoch + 1 == st.epochs:
+            return plan.last_epoch_steps
+        return st.steps_per_epoch
 
     @staticmethod
     def _relay_schedule(st: FitState, step: int, total: int) -> None:
@@ -551,23 +559,24 @@ class Trainer:
             group["lr"] = base * st.schedule(step)
 
     def _deadline(self, st: FitState, data: FitData, t_epoch: float, step: int, steps: int) -> int:
-        """In the last planned epoch, after `step` of its `steps`: the steps that still end inside the budget
-        at this epoch's speed so far (the schedule re-laid to end on them when fewer)."""
+        """In the last planned epoch, after `step` of its `steps`: the steps that end inside the budget at this
+        epoch's speed so far (fewer when it slowed down, more, up to a whole epoch, when it sped up); the plan
+        and the schedule follow a change."""
         now = self._now()
         step_s, elapsed = (now - t_epoch) / step, now - st.t_budget
         eval_s = self._eval_s(st, data, step_s)
-        cut = cut_last_epoch(self.cfg.time_budget, elapsed_s=elapsed, step=step, steps=steps, step_s=step_s,
-                             eval_s=eval_s)
-        cut = self._agreed(-1 if cut is None else cut)
-        if cut < 0:
+        fit = self._agreed(fit_last_epoch(self.cfg.time_budget, elapsed_s=elapsed, step=step,
+                                          steps_per_epoch=st.steps_per_epoch, step_s=step_s, eval_s=eval_s))
+        if fit == steps:
             return steps
         done = st.epoch * st.steps_per_epoch
         st.budget.add(BudgetPlan(self.cfg.time_budget, st.epochs, step_s, eval_s,
-                                 elapsed + (cut - step) * step_s + eval_s + FINISH_S, at_epoch=st.epoch,
-                                 elapsed_s=elapsed, basis="this epoch", last_epoch_steps=cut),
+                                 elapsed + (fit - step) * step_s + eval_s + FINISH_S, at_epoch=st.epoch,
+                                 elapsed_s=elapsed, basis="this epoch",
+                                 last_epoch_steps=None if fit == st.steps_per_epoch else fit),
                       st.per_rank * self.dist.world_size / step_s)
-        self._relay_schedule(st, done + step, done + cut)
-        return cut
+        self._relay_schedule(st, done + step, done + fit)
+        return fit
 
     def _gather_rng(self, local: torch.Generator) -> torch.Tensor | list[torch.Tensor]:
         """Every rank's augmentation RNG state, so a resumed DDP run draws the same crops."""

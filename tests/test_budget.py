@@ -9,7 +9,7 @@ import pytest
 import math
 import time
 
-from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, cut_last_epoch,
+from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, fit_last_epoch,
                              evaluations_left, fit_seconds, plan_epochs)
 from pretrain.config import PretrainConfig, build_config
 from pretrain.trainer import Trainer, load_checkpoint
@@ -23,14 +23,21 @@ TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max
 def test_plan_takes_the_most_epochs_that_fit():
     timing = dict(elapsed_s=10.0, steps_done=10, steps_per_epoch=100, step_s=0.5, eval_s=20.0)
     # 10 s spent + E * 50 s of epochs - 5 s already done + 20 s evaluation + finish
-    plan = plan_epochs(200.0, max_epochs=50, **timing)
-    assert plan.epochs == 3
     assert fit_seconds(3, eval_every=0, **timing) == pytest.approx(10 + 150 - 5 + 20 + FINISH_S)
-    assert plan.estimated_fit_s <= 200.0 < fit_seconds(4, eval_every=0, **timing)
-    assert plan_epochs(10_000.0, max_epochs=50, **timing).epochs == 50  # --epochs caps it
+    assert fit_seconds(3, eval_every=0, **timing) <= 200.0 < fit_seconds(4, eval_every=0, **timing)
+    # three whole epochs fit (180 s), and the 20 s left give a fourth of 40 steps
+    plan = plan_epochs(200.0, max_epochs=50, **timing)
+    assert (plan.epochs, plan.last_epoch_steps) == (4, 40)
+    assert plan.estimated_fit_s == pytest.approx(200.0)
+    assert fit_seconds(4, eval_every=0, last_epoch_steps=40, **timing) == pytest.approx(200.0)
+    capped = plan_epochs(10_000.0, max_epochs=50, **timing)  # --epochs caps it, whole
+    assert (capped.epochs, capped.last_epoch_steps) == (50, None)
     assert plan_epochs(1.0, max_epochs=50, **timing).epochs == 1  # never less than the epoch begun
-    # evaluations every epoch cost their time too
-    assert plan_epochs(200.0, max_epochs=50, eval_every=1, **timing).epochs == 2
+    # fewer than DEADLINE_EVERY spare steps make no partial epoch
+    assert plan_epochs(184.0, max_epochs=50, **timing).last_epoch_steps is None
+    # evaluations every epoch cost their time too: two whole epochs (150 s), a third of 60 steps
+    every = plan_epochs(200.0, max_epochs=50, eval_every=1, **timing)
+    assert (every.epochs, every.last_epoch_steps) == (3, 60)
 
 
 def test_plan_never_ends_before_the_epoch_in_progress():
@@ -142,7 +149,7 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
     """The first timed steps are slow (a virtual 1 s a step on the trainer's clock, as when another program is
     busy at the start): the first plan is short, the epoch-end re-plans give the epochs back, and the run spends
     its budget."""
-    slow_steps, slow_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 35.0
+    slow_steps, slow_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 40.0
     real_now, real_step = Trainer._now, Trainer._train_step
     virtual = {"s": 0.0, "steps": 0}
 
@@ -154,19 +161,22 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
 
     monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
     monkeypatch.setattr(Trainer, "_train_step", slowed)
-    cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **TINY)
+    cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 16}))
     run = tmp_path / "slow-start"
     metrics = Trainer(cfg, run, progress=False).fit()
     tb = metrics["time_budget"]
     first, plans = tb["plans"][0], tb["plans"]
     assert first["basis"] == "timed steps" and first["step_s"] >= slow_s  # planned from the slowed steps
     assert metrics["epochs"] > first["epochs"]  # the re-plans gave the epochs back
-    # then one plan at the end of every epoch from the one in progress on
-    assert [p["basis"] for p in plans[1:]] == ["last epoch"] * (len(plans) - 1)
-    assert [p["at_epoch"] for p in plans[1:]] == list(range(first["at_epoch"] + 1, metrics["epochs"] + 1))
+    # then one plan at the end of every whole epoch from the one in progress on (a partial last epoch is last)
+    ends = [p["at_epoch"] for p in plans[1:] if p["basis"] == "last epoch"]
+    assert ends == list(range(first["at_epoch"] + 1, first["at_epoch"] + 1 + len(ends)))
+    assert ends[-1] in (metrics["epochs"], metrics["epochs"] - 1)
+    last = plans[-1]["last_epoch_steps"]
+    assert metrics["images_seen"] == ((metrics["epochs"] - 1) * 16 + (16 if last is None else last)) * 16
     assert tb["replans"] == len(plans) - 1 and tb["epochs"] == metrics["epochs"] == plans[-1]["epochs"]
     # the budget was used (or --epochs reached), and not overrun by more than the finish slack
-    assert metrics["epochs"] == 60 or tb["spent_s"] >= 0.75 * budget
+    assert metrics["epochs"] == 60 or tb["spent_s"] >= 0.85 * budget
     assert tb["spent_s"] <= budget + FINISH_S
     rows = list(csv.DictReader((run / "log.csv").open()))
     lrs = [float(r["lr"]) for r in rows]
@@ -176,11 +186,12 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
     assert lrs[-1] == pytest.approx(0.0, abs=1e-6) or plans[-1]["epochs"] < plans[-2]["epochs"]
 
 
-def test_cut_last_epoch_keeps_what_fits():
+def test_fit_last_epoch_keeps_what_fits():
     # 40 s spent, 10 of 100 steps done at 1 s each, a 10-s evaluation: 300 - 40 - 10 - FINISH_S more steps fit
-    assert cut_last_epoch(300.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) is None
-    assert cut_last_epoch(100.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) == 10 + 45
-    assert cut_last_epoch(50.0, elapsed_s=40.0, step=10, steps=100, step_s=1.0, eval_s=10.0) == 10  # stop now
+    timing = dict(elapsed_s=40.0, step=10, steps_per_epoch=100, step_s=1.0, eval_s=10.0)
+    assert fit_last_epoch(300.0, **timing) == 100  # all of it (no more: whole epochs are the plan's)
+    assert fit_last_epoch(100.0, **timing) == 10 + 45
+    assert fit_last_epoch(50.0, **timing) == 10  # stop now
 
 
 def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_200):
@@ -207,6 +218,30 @@ def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_20
     assert tb["spent_s"] <= budget  # without the cut: about 10 + 32 * 3 s
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert len(rows) == 2 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_budget_left_after_whole_epochs_trains_a_partial_one(monkeypatch, tmp_path, cifar_test_200):
+    """Epochs of a virtual 32 s in a 100 s budget: two whole ones fit, and the last is cut to the steps left."""
+    real_now, real_step = Trainer._now, Trainer._train_step
+    virtual = {"s": 0.0}
+
+    def timed(self, st, idx):
+        virtual["s"] += 1.0
+        return real_step(self, st, idx)
+
+    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_train_step", timed)
+    budget, steps_per_epoch = 100.0, 256 // 8
+    cfg = build_config(None, epochs=5, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
+    run = tmp_path / "partial"
+    metrics = Trainer(cfg, run, progress=False).fit()
+    tb = metrics["time_budget"]
+    last = tb["plans"][-1]["last_epoch_steps"]
+    assert metrics["epochs"] == 3 and last is not None and 10 <= last < steps_per_epoch
+    assert metrics["images_seen"] == (2 * steps_per_epoch + last) * 8
+    assert budget - 2.0 * FINISH_S <= tb["spent_s"] <= budget
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 3 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_resume_keeps_the_plan_and_the_spent_budget(tight, tmp_path):
