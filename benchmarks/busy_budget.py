@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
         for p in hogs:
             p.terminate()
+            p.join()
     rows = [budget_row(p) for p in metrics_since(args.runs, t0)]
     print("| run | model | budget s | spent s | used | epochs (first plan) | re-plans | kNN top-1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
