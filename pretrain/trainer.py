@@ -515,8 +515,12 @@ class Trainer:
 
     def _eval_s(self, st: FitState, data: FitData, step_s: float) -> float:
         """Estimated seconds of one kNN evaluation, which embeds the bank and the test split: the calibration pass
-        (a forward over the training images) measured the cost of a forward per image, else a third of a step's."""
-        per_image = st.calibration_s / len(data.pixels) if st.calibration_s else step_s / (3 * st.per_rank)
+        (a forward over the training images) measured the cost of a forward per image, else a third of a step's.
+        The calibration's cost is scaled by the speed of the steps now against the first timed steps (which
+        followed it): a machine busy at the start would otherwise keep the evaluation expensive."""
+        first = st.budget.plans[0].step_s if st.budget.plans else step_s
+        per_image = (st.calibration_s / len(data.pixels) * step_s / first if st.calibration_s
+                     else step_s / (3 * st.per_rank))
         return per_image * sum(len(s.images) for s in (data.bank, data.test) if s is not None)
 
     def _agreed(self, value: int) -> int:
