@@ -147,16 +147,15 @@ def test_budget_state_reads_old_and_new_checkpoints():
 
 def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_test_200):
     """The first timed steps are slow (a virtual 1 s a step on the trainer's clock, as when another program is
-    busy at the start): the first plan is short, the epoch-end re-plans give the epochs back, and the run spends
-    its budget."""
-    slow_steps, slow_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 40.0
+    busy at the start; 0.2 s after them, so the budget is spent in a few real seconds): the first plan is short,
+    the epoch-end re-plans give the epochs back, and the run spends its budget."""
+    slow_steps, slow_s, fast_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 0.2, 40.0
     real_now, real_step = Trainer._now, Trainer._train_step
     virtual = {"s": 0.0, "steps": 0}
 
     def slowed(self, st, idx):
         virtual["steps"] += 1
-        if virtual["steps"] <= slow_steps:
-            virtual["s"] += slow_s
+        virtual["s"] += slow_s if virtual["steps"] <= slow_steps else fast_s
         return real_step(self, st, idx)
 
     monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
