@@ -1,7 +1,7 @@
 """Every pretraining option and its default, in one place.
 
-Precedence: these defaults < a recipe (``pretrain/recipes/<name>.yaml``) < explicit
-command-line flags. The resolved config is written to RUN_DIR/config.yaml.
+Precedence: these defaults < a method's own (`METHOD_DEFAULTS`) < a recipe (``pretrain/recipes/<name>.yaml``)
+< explicit command-line flags. The resolved config is written to RUN_DIR/config.yaml.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-METHODS = ("effssl", "npid", "simclr")
+METHODS = ("effssl", "npid", "simclr", "distill")
 BANK_UPDATES = ("ema", "grad")
 CALIBRATE_VIEWS = ("clean", "augmented")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "aot_eager")
@@ -35,6 +35,10 @@ CHOICES: dict[str, tuple[str | None, ...]] = {
     "method": METHODS, "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
     "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES, "optimizer": OPTIMIZERS,
 }
+# Defaults a method changes, measured: SEED's loss (distill) stays at chance, log(K + 1), at effssl's lr 1.0; on 256
+# flowers at 64 px (80 steps of 64, Lite2 teacher) kNN top-1 was 35.1% at lr 1.0, 43.5% at 0.3, 37.4% at 0.1 and
+# 35.1% at 0.03 (a random-init student: about 33%).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"distill": {"lr": 0.3}}
 # timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
 RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
                        "checkpoint_path", "cache_dir")
@@ -81,6 +85,12 @@ class PretrainConfig:
     calibrate_view: str = "clean"  # clean (centre crop) | augmented (one training view, as the authors' code)
     recalibrate_every: int = 0  # refill the bank every N epochs (0: once, before training, as the authors)
     simclr_temperature: float = 0.5
+    # distill (SEED, pretrain/methods/distill.py): the student learns a frozen teacher's embedding space
+    teacher: str | None = None  # an --init source or an .onnx file; required by --method distill, refused otherwise
+    teacher_img_size: int | None = None  # the teacher's input size; None = its own (pretrained_cfg, ONNX shape)
+    distill_queue: int = 4096  # K teacher embeddings in the FIFO queue (SEED: 65536 on ImageNet)
+    distill_temperature: float = 0.2  # tau_S of the student's softmax (SEED's released default)
+    teacher_temperature: float = 1e-4  # tau_T of the teacher's softmax (SEED's released default)
     # optimisation
     epochs: int = 200  # under a time budget: the most epochs
     time_budget: float | None = None  # seconds from loaded data to metrics.json; sets the epochs from measured speed
@@ -147,6 +157,21 @@ class PretrainConfig:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
+        self._check_distill()
+
+    def _check_distill(self) -> None:
+        # (a missing --teacher is refused by build_config and the method, `required_teacher`: every CHOICES value
+        # makes a config on its own)
+        if self.teacher and self.method != "distill":
+            raise ConfigError(f"{_option('teacher')} is the teacher of --method distill; this run's method is "
+                              f"{self.method!r}")
+        if self.teacher_img_size is not None and self.teacher_img_size < 16:
+            raise ConfigError(f"{_option('teacher_img_size')} must be >= 16 pixels, got {self.teacher_img_size}")
+        if self.distill_queue < 1:
+            raise ConfigError(f"{_option('distill_queue')} must be >= 1, got {self.distill_queue}")
+        for name in ("distill_temperature", "teacher_temperature"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_option(name)} must be > 0, got {getattr(self, name)}")
 
     def _check_model_args(self) -> None:
         args = {} if self.model_args is None else self.model_args
@@ -176,6 +201,14 @@ class PretrainConfig:
         backbone = create_backbone(self.model, small_stem=self.small_stem, **self.model_args)
         check_input_size(backbone, self.img_size, self.model)
         return backbone
+
+    @property
+    def required_teacher(self) -> str:
+        """--teacher, which --method distill cannot do without."""
+        if not self.teacher:
+            raise ConfigError(f"{_option('method')} distill needs {_option('teacher')}: a timm tag, hf-hub:ORG/NAME, "
+                              "a published org/name, a RUN_DIR, a weights file or an .onnx file")
+        return self.teacher
 
     @property
     def effective_blur_p(self) -> float:
@@ -228,9 +261,10 @@ HELP: dict[str, str] = {
     "model_args": "timm constructor arguments, a JSON object, e.g. {\"img_size\": 32, \"patch_size\": 4} for a ViT "
                   "at 32 px (written to config.json as timm's model_args)",
     "small_stem": "3x3 stride-1 first conv and no max-pool (resnet/mobilenet/efficientnet) for small inputs",
-    "method": "effssl (this project's method), npid or simclr (baselines)",
+    "method": "effssl (this project's method), npid or simclr (baselines), or distill (SEED: learn the embedding "
+              "space of --teacher)",
     "proj_hidden_dim": "projector hidden width",
-    "proj_dim": "projector output size d (= memory bank width)",
+    "proj_dim": "projector output size d (= memory bank width; distill: the teacher's embedding size instead)",
     "proj_out_bn": "BatchNorm without affine on the projector output (centres the features over the batch)",
     "temperature": "tau of the instance cross-entropy",
     "num_negatives": "K random bank rows per step besides the batch's own (0: batch rows only)",
@@ -245,12 +279,22 @@ HELP: dict[str, str] = {
     "calibrate_view": "images the bank is calibrated from: clean (centre crop) or augmented (one training view each)",
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
+    "teacher": "the frozen teacher of --method distill: what --init takes (a timm tag such as "
+               "tf_efficientnet_lite2.in1k, hf-hub:ORG/NAME, a published org/name[@vN], a RUN_DIR, a timm backbone "
+               "folder, a weights file with a config.json beside it) or an .onnx embedding model (run with "
+               "onnxruntime; preprocessing from a preprocess.json beside it, else ImageNet's)",
+    "teacher_img_size": "the teacher's input size: the student's augmented view is resized to it (default: the "
+                        "teacher's own). On a CPU the teacher can cost most of a step (the run logs its share): "
+                        "its cost grows with this size squared, and an .onnx teacher runs about 4x faster there",
+    "distill_queue": "K: teacher embeddings in SEED's FIFO queue",
+    "distill_temperature": "tau_S of the student's softmax over the queue (SEED)",
+    "teacher_temperature": "tau_T of the teacher's softmax over the queue (SEED; small: nearly one-hot)",
     "epochs": "training epochs (with --time-budget: the most epochs)",
     "time_budget": "seconds for the run once its data is loaded (calibration, training, final kNN): the epoch count "
                    "is planned from the first timed steps and re-planned at every epoch end so it ends in time",
     "batch_size": "global batch size",
     "optimizer": "sgd (with momentum, the authors') or adamw (betas 0.9, 0.999; for ViTs from scratch)",
-    "lr": "peak learning rate (cosine decay)",
+    "lr": "peak learning rate (cosine decay); --method distill's default is 0.3 (SEED's loss does not learn at 1.0)",
     "momentum": "SGD momentum (sgd only)",
     "weight_decay": "SGD weight decay",
     "warmup_epochs": "linear warm-up epochs",
@@ -300,13 +344,14 @@ def load_recipe(name: str | None) -> dict[str, Any]:
 
 
 def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, **overrides: Any) -> PretrainConfig:
-    """Defaults < base (a continual step's source) < the init's architecture and preprocessing < recipe <
-    overrides (None means 'not given').
+    """Defaults < the method's (`METHOD_DEFAULTS`) < base (a continual step's source) < the init's architecture and
+    preprocessing < recipe < overrides (None means 'not given').
 
     A continual step does not inherit its source's init: the source's weights already start from it.
     """
-    values = {k: v for k, v in (base or {}).items() if k != "init"}
     chosen = {**load_recipe(recipe), **{k: v for k, v in overrides.items() if v is not None}}
+    method = chosen.get("method") or (base or {}).get("method") or PretrainConfig.method
+    values = {**METHOD_DEFAULTS.get(method, {}), **{k: v for k, v in (base or {}).items() if k != "init"}}
     if chosen.get("init"):
         from pretrain.init import describe_init
 
@@ -314,4 +359,9 @@ def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, 
     values.update(chosen)
     if recipe:  # recorded for the model card
         values["extra"] = {**values.get("extra", {}), "recipe": recipe}
-    return PretrainConfig.from_dict(values)
+    cfg = PretrainConfig.from_dict(values)
+    if cfg.method == "distill":  # a missing or bad --teacher: one line, before any data is read or file written
+        from pretrain.modules.teacher import describe_teacher
+
+        describe_teacher(cfg.required_teacher)
+    return cfg

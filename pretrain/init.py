@@ -1,7 +1,9 @@
 """``--init SOURCE``: start a run's backbone from pretrained weights, and take the source's preprocessing.
 
 Unlike ``--resume-from`` (pretrain/continual.py) only the backbone's weights come along, with the mean/std,
-input size, crop and interpolation they were trained with: no projector, bank, replay or lineage.
+input size, crop and interpolation they were trained with: no projector, bank, replay or lineage. The frozen
+teacher of ``--method distill --teacher SOURCE`` (pretrain/modules/teacher.py) is resolved and loaded by the same
+code (`describe_init`, `load_source`), its messages naming ``--teacher``.
 
 SOURCE, in the order it is recognised (`describe_init`):
 
@@ -88,6 +90,7 @@ class InitSource:
     pretrained_cfg: dict[str, Any] | None = None  # the source's preprocessing (timm pretrained_cfg keys)
     license: str | None = None
     origin: str = ""  # where the weights come from, in words (the model card)
+    flag: str = "--init"  # the option that named it (--init, --teacher): every message starts with it
 
     def config_defaults(self) -> dict[str, Any]:
         """The PretrainConfig values this source implies: its architecture and its preprocessing.
@@ -109,47 +112,52 @@ class InitSource:
 
 # --- SOURCE -> InitSource ---------------------------------------------------------------------------------
 
-def describe_init(spec: str) -> InitSource:
-    """Recognise SOURCE and read what configures the run (no weights are downloaded or converted yet)."""
+def describe_init(spec: str, flag: str = "--init") -> InitSource:
+    """Recognise SOURCE and read what configures the run (no weights are downloaded or converted yet).
+
+    `flag` is the option that named SOURCE (``--init``; ``--teacher`` of --method distill): messages start with it.
+    """
     if spec.startswith(HF_PREFIX):
-        return _describe_hf(spec)
+        return _describe_hf(spec, flag)
     path = Path(spec).expanduser()
     if path.exists():
-        return _describe_path(spec, path)
+        return _describe_path(spec, path, flag)
     if path.suffix in WEIGHT_SUFFIXES or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
-        raise ConfigError(f"--init {spec}: no such file or folder (a RUN_DIR, a timm backbone folder or a "
+        raise ConfigError(f"{flag} {spec}: no such file or folder (a RUN_DIR, a timm backbone folder or a "
                           f"{'/'.join(WEIGHT_SUFFIXES)} weights file)")
     if "/" not in spec:
-        return _describe_timm(spec)
-    return _describe_published(spec)
+        return _describe_timm(spec, flag)
+    return _describe_published(spec, flag)
 
 
-def _describe_timm(spec: str) -> InitSource:
+def _describe_timm(spec: str, flag: str) -> InitSource:
     import timm
     from timm.models import get_pretrained_cfg, split_model_name_tag
 
     arch, _ = split_model_name_tag(spec)
     if not timm.is_model(arch):
-        raise ConfigError(f"--init {spec}: not a timm model, a path or an org/name model; timm's pretrained tags: "
+        raise ConfigError(f"{flag} {spec}: not a timm model, a path or an org/name model; timm's pretrained tags: "
                           f"python -c \"import timm; print(timm.list_pretrained('{arch.split('_')[0]}*'))\"")
     try:
         cfg = get_pretrained_cfg(spec, allow_unregistered=False)
     except RuntimeError as exc:  # an unknown tag of a known architecture
-        raise ConfigError(f"--init {spec}: {exc} Tags: {', '.join(timm.list_pretrained(arch + '.*')) or 'none'}") \
+        raise ConfigError(f"{flag} {spec}: {exc} Tags: {', '.join(timm.list_pretrained(arch + '.*')) or 'none'}") \
             from exc
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        raise ConfigError(f"--init {spec}: timm has no pretrained weights for it")
+        raise ConfigError(f"{flag} {spec}: timm has no pretrained weights for it")
     tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     pcfg = cfg.to_dict()
     wheel = IMAGENET_WHEELS.get(tag)
     if wheel is not None and importlib.util.find_spec(wheel.module) is not None:
-        return InitSource(spec, "imagenet-wheel", tag, cfg.architecture, {}, pcfg, WHEEL_LICENSE, wheel.origin)
-    _check_timm_reachable(spec, cfg, wheel)
+        return InitSource(spec, "imagenet-wheel", tag, cfg.architecture, {}, pcfg, WHEEL_LICENSE, wheel.origin,
+                          flag)
+    _check_timm_reachable(spec, cfg, wheel, flag)
     return InitSource(spec, "timm", tag, cfg.architecture, {}, pcfg, cfg.license,
-                      f"timm's pretrained weights {tag}" + (f" ({cfg.hf_hub_id} on the Hub)" if cfg.hf_hub_id else ""))
+                      f"timm's pretrained weights {tag}" + (f" ({cfg.hf_hub_id} on the Hub)" if cfg.hf_hub_id else ""),
+                      flag)
 
 
-def _check_timm_reachable(spec: str, cfg: Any, wheel: ImagenetWheel | None) -> None:
+def _check_timm_reachable(spec: str, cfg: Any, wheel: ImagenetWheel | None, flag: str) -> None:
     """Offline (HF_HUB_OFFLINE=1) with the weights not in the HF cache: say so now, before any data is read."""
     from huggingface_hub import constants, try_to_load_from_cache
 
@@ -157,15 +165,15 @@ def _check_timm_reachable(spec: str, cfg: Any, wheel: ImagenetWheel | None) -> N
         return
     cached = any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, name), str) for name in _hub_weight_names(cfg))
     if not cached:
-        raise _timm_unreachable(spec, "HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache", wheel)
+        raise _timm_unreachable(spec, "HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache", wheel, flag)
 
 
-def _timm_unreachable(spec: str, why: str, wheel: ImagenetWheel | None) -> EdgezooError:
+def _timm_unreachable(spec: str, why: str, wheel: ImagenetWheel | None, flag: str) -> EdgezooError:
     if wheel is not None:
-        return MissingDependencyError(f"--init {spec}: the ImageNet weights wheel {wheel.distribution} is not "
+        return MissingDependencyError(f"{flag} {spec}: the ImageNet weights wheel {wheel.distribution} is not "
                                       f"installed and timm cannot download them ({why}): {IMAGENET_EXTRA} in a "
                                       f"clone of edgezoo")
-    return ConfigError(f"--init {spec}: timm cannot download its weights ({why}): run once online, or pass a "
+    return ConfigError(f"{flag} {spec}: timm cannot download its weights ({why}): run once online, or pass a "
                        "local weights file")
 
 
@@ -174,52 +182,52 @@ def _hub_weight_names(cfg: Any) -> tuple[str, ...]:
                                                                                "pytorch_model.bin")
 
 
-def _from_config(spec: str, kind: str, locator: str, config: dict[str, Any], origin: str) -> InitSource:
+def _from_config(spec: str, kind: str, locator: str, config: dict[str, Any], origin: str, flag: str) -> InitSource:
     """An InitSource from a timm config.json (edgezoo's own, a timm hub repo's, or timm's legacy one-dict form)."""
     pcfg = config.get("pretrained_cfg", config)
     init_of_source = (config.get("edgezoo") or {}).get("init") or {}
     license_ = init_of_source.get("license") or pcfg.get("license")  # weights derived from an init keep its terms
     return InitSource(spec, kind, locator, config.get("architecture") or pcfg.get("architecture"),
-                      dict(config.get("model_args") or {}), pcfg if "mean" in pcfg else None, license_, origin)
+                      dict(config.get("model_args") or {}), pcfg if "mean" in pcfg else None, license_, origin, flag)
 
 
-def _describe_path(spec: str, path: Path) -> InitSource:
+def _describe_path(spec: str, path: Path, flag: str) -> InitSource:
     if path.is_dir():
         if (path / BACKBONE / BACKBONE_CONFIG).is_file():  # a RUN_DIR: resolved as --resume-from resolves one
             from pretrain.continual import resolve_source
 
             folder = resolve_source(str(path)).backbone_dir
             return _from_config(spec, "run", str(folder / WEIGHTS), _read_json(folder / BACKBONE_CONFIG),
-                                f"the edgezoo run {path.name}")
+                                f"the edgezoo run {path.name}", flag)
         if (path / BACKBONE_CONFIG).is_file() and (path / WEIGHTS).is_file():
             return _from_config(spec, "folder", str(path / WEIGHTS), _read_json(path / BACKBONE_CONFIG),
-                                f"the timm backbone folder {path.name}")
-        raise ConfigError(f"--init {spec}: a folder, but neither a RUN_DIR (backbone/{BACKBONE_CONFIG}) nor a timm "
+                                f"the timm backbone folder {path.name}", flag)
+        raise ConfigError(f"{flag} {spec}: a folder, but neither a RUN_DIR (backbone/{BACKBONE_CONFIG}) nor a timm "
                           f"backbone folder ({BACKBONE_CONFIG} + {WEIGHTS})")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise ConfigError(f"--init {spec}: not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
+        raise ConfigError(f"{flag} {spec}: not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
     beside = path.parent / BACKBONE_CONFIG
     if beside.is_file():
-        return _from_config(spec, "file", str(path), _read_json(beside), f"the weights file {path.name}")
-    log.info("--init %s: no %s beside it: the run's own preprocessing options apply", spec, BACKBONE_CONFIG)
-    return InitSource(spec, "file", str(path), origin=f"the weights file {path.name}")
+        return _from_config(spec, "file", str(path), _read_json(beside), f"the weights file {path.name}", flag)
+    log.info("%s %s: no %s beside it: the run's own preprocessing options apply", flag, spec, BACKBONE_CONFIG)
+    return InitSource(spec, "file", str(path), origin=f"the weights file {path.name}", flag=flag)
 
 
-def _describe_hf(spec: str) -> InitSource:
+def _describe_hf(spec: str, flag: str) -> InitSource:
     repo_id, _, revision = spec.removeprefix(HF_PREFIX).partition("@")
-    config = _read_json(Path(_hub_file(spec, repo_id, revision, BACKBONE_CONFIG)))
-    return _from_config(spec, "hf-hub", spec.removeprefix(HF_PREFIX), config, f"the Hub repository {repo_id}")
+    config = _read_json(Path(_hub_file(spec, repo_id, revision, BACKBONE_CONFIG, flag)))
+    return _from_config(spec, "hf-hub", spec.removeprefix(HF_PREFIX), config, f"the Hub repository {repo_id}", flag)
 
 
-def _describe_published(spec: str) -> InitSource:
+def _describe_published(spec: str, flag: str) -> InitSource:
     from pretrain.continual import resolve_source  # zoo.pretrained.fetch: downloads and verifies the files
 
     try:
         folder = resolve_source(spec).backbone_dir
     except EdgezooError as exc:  # also what a mistyped local path ends as: say both
-        raise type(exc)(f"--init {spec}: no such folder or file here, and not a published model: {exc}") from exc
+        raise type(exc)(f"{flag} {spec}: no such folder or file here, and not a published model: {exc}") from exc
     return _from_config(spec, "edgezoo", str(folder / WEIGHTS), _read_json(folder / BACKBONE_CONFIG),
-                        f"the published edgezoo model {spec}")
+                        f"the published edgezoo model {spec}", flag)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -229,8 +237,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unreadable ({exc})") from exc
 
 
-def _hub_file(spec: str, repo_id: str, revision: str, filename: str) -> str:
-    """One file of a Hub repo through huggingface_hub's cache; its failures as one line naming --init."""
+def _hub_file(spec: str, repo_id: str, revision: str, filename: str, flag: str) -> str:
+    """One file of a Hub repo through huggingface_hub's cache; its failures as one line naming `flag`."""
     from huggingface_hub import hf_hub_download
 
     from zoo.hub import hf_errors_to_hub_errors
@@ -239,7 +247,7 @@ def _hub_file(spec: str, repo_id: str, revision: str, filename: str) -> str:
         return hf_hub_download(repo_id, filename, revision=revision or None)
     except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
         error = hf_errors_to_hub_errors(exc, repo_id, revision or None)
-        raise type(error)(f"--init {spec}: {error}") from exc
+        raise type(error)(f"{flag} {spec}: {error}") from exc
 
 
 # --- InitSource -> a local weights file ---------------------------------------------------------------------
@@ -247,23 +255,24 @@ def _hub_file(spec: str, repo_id: str, revision: str, filename: str) -> str:
 def init_weights(source: InitSource) -> Path:
     """The source's weights as a local file: converted (wheel), downloaded (timm, Hub) or as given."""
     if source.kind == "imagenet-wheel":
-        return converted_wheel_weights(source.locator)
+        return converted_wheel_weights(source.locator, source.flag)
     if source.kind == "timm":
         return _timm_weights(source)
     if source.kind == "hf-hub":
         repo_id, _, revision = source.locator.partition("@")
-        return Path(_hub_weights(source.spec, repo_id, revision, ("model.safetensors", "pytorch_model.bin")))
+        return Path(_hub_weights(source.spec, repo_id, revision, ("model.safetensors", "pytorch_model.bin"),
+                                 source.flag))
     return Path(source.locator)
 
 
-def _hub_weights(spec: str, repo_id: str, revision: str, names: tuple[str, ...]) -> str:
+def _hub_weights(spec: str, repo_id: str, revision: str, names: tuple[str, ...], flag: str) -> str:
     """The first of `names` the repo (or, offline, the cache) has: safetensors before pickles."""
     from huggingface_hub import errors
 
     first: EdgezooError | None = None
     for name in names:
         try:
-            return _hub_file(spec, repo_id, revision, name)
+            return _hub_file(spec, repo_id, revision, name, flag)
         except EdgezooError as exc:
             if not isinstance(exc.__cause__, errors.EntryNotFoundError):
                 raise
@@ -279,17 +288,18 @@ def _timm_weights(source: InitSource) -> Path:
     wheel = IMAGENET_WHEELS.get(source.locator)
     if cfg.hf_hub_id:
         try:
-            return Path(_hub_weights(source.spec, cfg.hf_hub_id, "", _hub_weight_names(cfg)))
+            return Path(_hub_weights(source.spec, cfg.hf_hub_id, "", _hub_weight_names(cfg), source.flag))
         except EdgezooError as exc:
             if wheel is None:
                 raise
-            raise _timm_unreachable(source.spec, str(exc).removeprefix(f"--init {source.spec}: "), wheel) from exc
+            raise _timm_unreachable(source.spec, str(exc).removeprefix(f"{source.flag} {source.spec}: "), wheel,
+                                    source.flag) from exc
     from timm.models._hub import download_cached_file
 
     try:
         return Path(download_cached_file(cfg.url))
     except OSError as exc:
-        raise _timm_unreachable(source.spec, f"{type(exc).__name__}: {exc}", wheel) from exc
+        raise _timm_unreachable(source.spec, f"{type(exc).__name__}: {exc}", wheel, source.flag) from exc
 
 
 def init_cache() -> Path:
@@ -299,7 +309,7 @@ def init_cache() -> Path:
     return cache_dir() / "init"
 
 
-def converted_wheel_weights(tag: str) -> Path:
+def converted_wheel_weights(tag: str, flag: str = "--init") -> Path:
     """The wheel's checkpoint of `tag` in timm key names, converted once and checked against the pinned sha256.
 
     A cached file that does not match (damaged, or written by another conversion) is converted again; a fresh
@@ -311,11 +321,11 @@ def converted_wheel_weights(tag: str) -> Path:
         if sha256_file(path) == wheel.sha256:
             return path
         log.warning("%s: sha256 differs from the pinned one; converting %s again", path, wheel.distribution)
-    _convert_wheel(tag, wheel, path)
+    _convert_wheel(tag, wheel, path, flag)
     actual = sha256_file(path)
     if actual != wheel.sha256:
         path.unlink(missing_ok=True)
-        raise ChecksumError(f"--init {tag}: the weights converted from {wheel.distribution} "
+        raise ChecksumError(f"{flag} {tag}: the weights converted from {wheel.distribution} "
                             f"{_version(wheel.distribution)} have sha256 {actual[:16]}..., edgezoo pins "
                             f"{wheel.sha256[:16]}...: refusing them (another wheel or conversion than edgezoo's)")
     return path
@@ -328,7 +338,7 @@ def _version(distribution: str) -> str:
         return "(version unknown)"
 
 
-def _convert_wheel(tag: str, wheel: ImagenetWheel, path: Path) -> None:
+def _convert_wheel(tag: str, wheel: ImagenetWheel, path: Path, flag: str) -> None:
     import timm
     import torch
     from safetensors.torch import save_file
@@ -336,7 +346,7 @@ def _convert_wheel(tag: str, wheel: ImagenetWheel, path: Path) -> None:
     from zoo.fsutil import atomic_path
 
     if importlib.util.find_spec(wheel.module) is None:
-        raise MissingDependencyError(f"--init {tag}: the ImageNet weights wheel {wheel.distribution} is not "
+        raise MissingDependencyError(f"{flag} {tag}: the ImageNet weights wheel {wheel.distribution} is not "
                                      f"installed: {IMAGENET_EXTRA} in a clone of edgezoo")
     source = importlib.resources.files(wheel.module).joinpath("models", wheel.filename)
     with importlib.resources.as_file(source) as pth:
@@ -398,15 +408,23 @@ def load_init(backbone: "torch.nn.Module", spec: str, model: str) -> dict[str, A
 
     The source's classifier is dropped; any other key or shape that does not fit is a ConfigError.
     """
-    source = describe_init(spec)
+    return load_source(backbone, describe_init(spec), model)
+
+
+def load_source(backbone: "torch.nn.Module", source: InitSource, model: str) -> dict[str, Any]:
+    """Load a described source's weights into `backbone` (timm name `model`): --init's and the teacher's loader.
+
+    Returns what the run records about the weights: source, kind, architecture, file, sha256, license, origin.
+    """
     path = init_weights(source)
-    load_weights(backbone, path, spec, model)
+    load_weights(backbone, path, source.spec, model, source.flag)
     if source.architecture and source.architecture != model:
-        log.warning("--init %s: weights made for %s loaded into %s (every key and shape fits, but the "
-                    "architectures differ)", spec, source.architecture, model)
-    record = {"source": spec, "kind": source.kind, "architecture": source.architecture,
+        log.warning("%s %s: weights made for %s loaded into %s (every key and shape fits, but the "
+                    "architectures differ)", source.flag, source.spec, source.architecture, model)
+    record = {"source": source.spec, "kind": source.kind, "architecture": source.architecture,
               "file": path.name, "sha256": _sha256(source, path), "license": source.license, "origin": source.origin}
-    log.info("backbone initialised from %s (%s, sha256 %s...)", spec, source.origin, record["sha256"][:12])
+    log.info("%s %s: %s loaded (%s, sha256 %s...)", source.flag, source.spec, model, source.origin,
+             record["sha256"][:12])
     return record
 
 
@@ -415,14 +433,14 @@ def _sha256(source: InitSource, path: Path) -> str:
     return wheel.sha256 if wheel is not None else sha256_file(path)  # the wheel's file was just checked
 
 
-def load_weights(backbone: "torch.nn.Module", path: Path, spec: str, model: str) -> None:
+def load_weights(backbone: "torch.nn.Module", path: Path, spec: str, model: str, flag: str = "--init") -> None:
     """Strict load of a timm-named weights file into a headless backbone, minus the source's classifier."""
     from timm.models import load_state_dict
 
     try:
         state = load_state_dict(str(path), use_ema=False)
     except Exception as exc:  # noqa: BLE001 - a file torch or safetensors cannot read: one line
-        raise ConfigError(f"--init {spec}: cannot read {path.name} ({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(f"{flag} {spec}: cannot read {path.name} ({type(exc).__name__}: {exc})") from exc
     own = backbone.state_dict()
     heads = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
@@ -432,8 +450,10 @@ def load_weights(backbone: "torch.nn.Module", path: Path, spec: str, model: str)
     shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(state)
                     if tuple(state[k].shape) != tuple(own[k].shape))
     if missing or unexpected or shapes:
-        raise ConfigError(f"--init {spec}: its weights do not fit --model {model}: "
+        # --init loads into the run's --model; a teacher is built from the source's own config.json
+        fit, hint = ((f"--model {model}", "pass the --model (and --small-stem / --model-args) the weights were made "
+                      "for") if flag == "--init" else (model, "its config.json does not describe these weights"))
+        raise ConfigError(f"{flag} {spec}: its weights do not fit {fit}: "
                           f"{_listing('missing', missing)}{_listing('unexpected', unexpected)}"
-                          f"{_listing('shape mismatch', shapes)}pass the --model (and --small-stem / --model-args) "
-                          "the weights were made for")
+                          f"{_listing('shape mismatch', shapes)}{hint}")
     backbone.load_state_dict(state, strict=True)

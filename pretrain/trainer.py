@@ -614,7 +614,8 @@ class Trainer:
         backbone = method.backbone
         config = backbone_config(backbone, arch, method.embed_dim, self.preprocess, model_args=cfg.model_args,
                                  extra={"method": cfg.method, "epochs": epochs, "data": cfg.data,
-                                        **({"init": self.init_record} if self.init_record else {})})
+                                        **({"init": self.init_record} if self.init_record else {}),
+                                        **method.provenance()})
         save_backbone(backbone, self.run.backbone, config)
         metrics = {
             "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch,

@@ -17,11 +17,13 @@ def test_effssl_names_only_the_components_the_run_used():
 def test_every_method_is_cited_with_the_options_that_shape_it():
     keys = {}
     for name in METHOD_CLASSES:
-        record = describe_method(build_config(method=name, temperature=0.3))
+        teacher = {"teacher": "tf_efficientnet_lite0.in1k"} if name == "distill" else {}  # distill requires one
+        record = describe_method(build_config(method=name, temperature=0.3, **teacher))
         assert record["key"] == name and record["citation"]["bibtex"].startswith("@")
         assert record["engine_citation"]["key"] == "cao2024efficiency"
         keys[name] = record["citation"]["key"]
-    assert keys == {"effssl": "cao2024efficiency", "npid": "wu2018unsupervised", "simclr": "chen2020simple"}
+    assert keys == {"effssl": "cao2024efficiency", "npid": "wu2018unsupervised", "simclr": "chen2020simple",
+                    "distill": "fang2021seed"}
     assert describe_method(build_config(temperature=0.3))["options"]["temperature"] == 0.3
     assert "temperature" not in describe_method(build_config(method="simclr"))["options"]  # SimCLR's is its own
     assert describe_method(build_config(method="npid"))["name"].startswith("NPID")

@@ -215,15 +215,30 @@ def lineage_table(lineage: Any) -> dict[str, Any] | None:
     return {"columns": columns, "rows": [[step.get(c) for c in columns] for step in steps]}
 
 
+def _provenance(backbone_config: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """config.json's ``edgezoo.<key>`` record (where the weights come from), local paths reduced; None if absent."""
+    record = (backbone_config.get("edgezoo") or {}).get(key)
+    return public_json(record) if record else None
+
+
 def init_info(backbone_config: dict[str, Any]) -> dict[str, Any] | None:
     """The weights the run started from (``--init``: config.json's ``edgezoo.init``) as the card names them, with
     their license; None for a run from random init. Local paths are reduced to their last component."""
-    record = (backbone_config.get("edgezoo") or {}).get("init")
-    if not record:
+    record = _provenance(backbone_config, "init")
+    if record is None:
         return None
-    record = public_json(record)
     return {"source": record.get("source"), "origin": record.get("origin") or record.get("source"),
             "license": record.get("license"), "sha256": record.get("sha256"), "kind": record.get("kind")}
+
+
+def teacher_info(backbone_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The frozen teacher the weights were distilled from (``--teacher``: config.json's ``edgezoo.teacher``: source,
+    origin, license, sha256, input size, embedding size); None for a run without one."""
+    record = _provenance(backbone_config, "teacher")
+    if record is None:
+        return None
+    return {"license": None, "img_size": None, "dim": None, **record,
+            "origin": record.get("origin") or record.get("source")}
 
 
 def knn_headline(run: "RunFiles") -> dict[str, Any]:
@@ -296,7 +311,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
         "data": dataset_info(run.config, run.data), "knn": knn_headline(run), "hub": hub,
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage),
-        "init": init_info(cfg),
+        "init": init_info(cfg), "teacher": teacher_info(cfg),
         "files": dict(sorted(files.items())),
         "onnx_files": {f: n for f, n in sorted(files.items()) if f.startswith("onnx/") and f.endswith(".onnx")},
         "curve": CURVE_NAME,

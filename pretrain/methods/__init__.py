@@ -1,4 +1,4 @@
-"""SSL methods in one engine: effssl (the project's method) and two baselines."""
+"""SSL methods in one engine: effssl (the project's method), two baselines, and SEED distillation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 from pretrain.config import PretrainConfig
 from pretrain.methods.base import Method, StepOutput
 from pretrain.methods.info import describe
+from pretrain.methods.distill import Distill
 from pretrain.methods.effssl import EffSSL, NPID
 from pretrain.methods.simclr import SimCLR
 
-METHOD_CLASSES: dict[str, type[Method]] = {"effssl": EffSSL, "npid": NPID, "simclr": SimCLR}
+METHOD_CLASSES: dict[str, type[Method]] = {"effssl": EffSSL, "npid": NPID, "simclr": SimCLR, "distill": Distill}
 
 
 def build_method(name: str, **kwargs) -> Method:
@@ -30,4 +31,5 @@ def describe_method(cfg: PretrainConfig) -> dict[str, Any]:
     return record
 
 
-__all__ = ["Method", "StepOutput", "EffSSL", "NPID", "SimCLR", "METHOD_CLASSES", "build_method", "describe_method"]
+__all__ = ["Method", "StepOutput", "EffSSL", "NPID", "SimCLR", "Distill", "METHOD_CLASSES", "build_method",
+           "describe_method"]

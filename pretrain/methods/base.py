@@ -7,7 +7,7 @@ interface; a method says how many views it needs and what its loss is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -44,6 +44,10 @@ class Method(nn.Module):
         self.num_samples = num_samples
         self.projector = ProjectionHead(embed_dim, cfg.proj_hidden_dim, cfg.proj_dim, out_bn=cfg.proj_out_bn)
         self.gather = gather or Gather()
+
+    def provenance(self) -> dict[str, Any]:
+        """What the weights owe to sources outside the run (distill's teacher), for config.json's edgezoo block."""
+        return {}
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))
