@@ -519,8 +519,9 @@ class Trainer:
         The calibration's cost is scaled by the speed of the steps now against the first timed steps (which
         followed it): a machine busy at the start would otherwise keep the evaluation expensive."""
         first = st.budget.plans[0].step_s if st.budget.plans else step_s
-        per_image = (st.calibration_s / len(data.pixels) * step_s / first if st.calibration_s
-                     else step_s / (3 * st.per_rank))
+        per_image = step_s / (3 * st.per_rank)  # a forward is about a third of a step (a floor: methods whose
+        if st.calibration_s:                    # setup calibrates nothing measure ~0 s there)
+            per_image = max(per_image, st.calibration_s / len(data.pixels) * step_s / first)
         return per_image * sum(len(s.images) for s in (data.bank, data.test) if s is not None)
 
     def _agreed(self, value: int) -> int:

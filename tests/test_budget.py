@@ -159,6 +159,7 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
         return real_step(self, st, idx)
 
     monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
     monkeypatch.setattr(Trainer, "_train_step", slowed)
     cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 16}))
     run = tmp_path / "slow-start"
@@ -175,7 +176,7 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
     assert metrics["images_seen"] == ((metrics["epochs"] - 1) * 16 + (16 if last is None else last)) * 16
     assert tb["replans"] == len(plans) - 1 and tb["epochs"] == metrics["epochs"] == plans[-1]["epochs"]
     # the budget was used (or --epochs reached), and not overrun by more than the finish slack
-    assert metrics["epochs"] == 60 or tb["spent_s"] >= 0.85 * budget
+    assert metrics["epochs"] == 60 or tb["spent_s"] >= budget - FINISH_S - 5.0  # the slack, and ~one epoch
     assert tb["spent_s"] <= budget + FINISH_S
     rows = list(csv.DictReader((run / "log.csv").open()))
     lrs = [float(r["lr"]) for r in rows]
@@ -205,6 +206,7 @@ def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_20
         return real_step(self, st, idx)
 
     monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
     monkeypatch.setattr(Trainer, "_train_step", slowed)
     budget = 100.0
     cfg = build_config(None, epochs=2, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
@@ -229,6 +231,7 @@ def test_the_budget_left_after_whole_epochs_trains_a_partial_one(monkeypatch, tm
         return real_step(self, st, idx)
 
     monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
     monkeypatch.setattr(Trainer, "_train_step", timed)
     budget, steps_per_epoch = 100.0, 256 // 8
     cfg = build_config(None, epochs=5, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
