@@ -183,7 +183,8 @@ def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_te
     assert len(rows) == metrics["epochs"]
     # the short first plan's cosine ended within it; the epochs given back still train (the longer plan's rate)
     assert all(lr > 1e-3 for lr in lrs[:-1])
-    assert lrs[-1] == pytest.approx(0.0, abs=1e-6) or plans[-1]["epochs"] < plans[-2]["epochs"]
+    # the cosine ran to its end (a last-epoch cut that stops at once keeps the nearly-zero rate it had)
+    assert lrs[-1] < 0.01 * lrs[0] or plans[-1]["epochs"] < plans[-2]["epochs"]
 
 
 def test_fit_last_epoch_keeps_what_fits():
