@@ -179,7 +179,6 @@ class FitState:
     t_budget: float  # when the time budget started (moved back by the seconds spent before a resume)
     schedule: CosineSchedule
     scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
-    calibration_s: float | None = None
     budget: BudgetState = field(default_factory=BudgetState)
     epoch: int = 0  # epochs completed
     images_seen: int = 0
@@ -403,7 +402,6 @@ class Trainer:
             t0 = time.perf_counter()
             st.method.setup(st.calibrate)
             st.wall += time.perf_counter() - t0
-        st.calibration_s = st.wall if st.epoch == 0 and self.cfg.calibrate else None
 
     def _checkpoint_state(self, st: FitState) -> dict[str, Any]:
         """What `_resume_or_calibrate` restores (every rank's augmentation RNG: a collective call)."""
@@ -514,14 +512,12 @@ class Trainer:
         return time.perf_counter()
 
     def _eval_s(self, st: FitState, data: FitData, step_s: float) -> float:
-        """Estimated seconds of one kNN evaluation, which embeds the bank and the test split: the calibration pass
-        (a forward over the training images) measured the cost of a forward per image, else a third of a step's.
-        The calibration's cost is scaled by the speed of the steps now against the first timed steps (which
-        followed it): a machine busy at the start would otherwise keep the evaluation expensive."""
-        first = st.budget.plans[0].step_s if st.budget.plans else step_s
-        per_image = step_s / (3 * st.per_rank)  # a forward is about a third of a step (a floor: methods whose
-        if st.calibration_s:                    # setup calibrates nothing measure ~0 s there)
-            per_image = max(per_image, st.calibration_s / len(data.pixels) * step_s / first)
+        """Estimated seconds of one kNN evaluation, which embeds the bank and the test split: a forward per image,
+        about a third of a training step's share of it (no backward, no augmentation: an upper estimate). It follows
+        the steps' speed, so a machine busy at the start does not keep it expensive. (The setup's calibration pass
+        is no measure of it: it ran once, cold, often while the machine was busiest; on idle cores it put the
+        evaluation at 31 s where it took 5.)"""
+        per_image = step_s / (3 * st.per_rank)
         return per_image * sum(len(s.images) for s in (data.bank, data.test) if s is not None)
 
     def _agreed(self, value: int) -> int:
