@@ -64,17 +64,6 @@ def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             precision_at_k(embeddings, labels, TOP_K)}
 
 
-def random_init_config(cfg: Any) -> dict[str, Any]:
-    """The timm config of the recipe's architecture (for `TorchEmbedder.random_init`, seeded with cfg.seed)."""
-    from pretrain.data import preprocess_of
-    from zoo.backbones import embedding_dim
-    from zoo.timm_files import backbone_config
-
-    backbone = cfg.create_backbone()
-    return backbone_config(backbone, cfg.architecture, embedding_dim(backbone, cfg.img_size), preprocess_of(cfg),
-                           model_args=cfg.model_args)
-
-
 def train(cfg: Any, out: Path) -> dict[str, Any]:
     from pretrain.trainer import Trainer
 
@@ -96,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from pretrain.config import build_config
+    from pretrain.init import starting_backbone
     from zoo.knn import chance_precision
     from zoo.pretrained import TorchEmbedder
 
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         common = {"data": str(data), "img_size": args.img_size, "time_budget": args.budget, "seed": seed,
                   "threads": args.threads}
         cfg = build_config(args.recipe, **common)
-        rnd = TorchEmbedder.random_init(random_init_config(cfg), seed=cfg.seed)
+        rnd = TorchEmbedder.of(*starting_backbone(cfg))
         rows.append({"method": "random-init", "seed": seed, "epochs": 0, "wall_time_s": 0.0,
                      **scores(rnd.embed(paths), labels)})
         for method in args.methods.split(","):

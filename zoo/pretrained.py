@@ -162,8 +162,13 @@ class TorchEmbedder:
         from zoo.timm_files import backbone_from_config
 
         torch.manual_seed(seed)
+        return cls.of(backbone_from_config(config), config, device)
+
+    @classmethod
+    def of(cls, model: Any, config: dict[str, Any], device: str = "cpu") -> "TorchEmbedder":
+        """A built backbone (e.g. a run's starting weights) with the config.json that describes it."""
         embedder = cls.__new__(cls)
-        embedder._set(backbone_from_config(config).eval(), config, device)
+        embedder._set(model.eval(), config, device)
         return embedder
 
     def _set(self, model: Any, config: dict[str, Any], device: str) -> None:

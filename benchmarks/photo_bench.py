@@ -1,0 +1,202 @@
+"""Photos: random init, the free ImageNet init, adapting it, and distilling a larger teacher, at equal CPU wall time.
+
+    python benchmarks/photo_bench.py --data ../shared/datasets/flowers --budget 300 --out runs/photo-bench/flowers
+    python benchmarks/photo_bench.py --data ../shared/datasets/hymenoptera --budget 120 --img-size 160 \\
+        --out runs/photo-bench/hymenoptera
+
+The question a person asks of edgezoo with a folder of their own photos: is anything here better than the
+ImageNet EfficientNet-Lite0 they can get for free? Every image under --data is linked into OUT/data/<label>/
+(train/val splits merged, as in benchmarks/folder_knn.py), then each row of `ROWS`:
+
+- untrained references: the student architecture at random init, the ImageNet Lite0 init, and the ImageNet Lite2
+  teacher (bigger: the ceiling a distilled student aims at);
+- trained rows, each with the same ``--budget`` of wall time from loaded data (the trainer fixes its epochs from
+  its own measured speed): effssl from random init, effssl from the ImageNet init (with and without L2-SP toward
+  it), SimCLR from the init, and SEED distillation of Lite2 into smaller students.
+
+Every backbone embeds every photo through its deployment preprocessing and is scored without a split:
+leave-one-out 1-NN and weighted kNN top-1 (k=20, t=0.1) and retrieval precision@8 (what the demo shows). Each
+architecture is exported once (`edgezoo export`: ONNX, int8, validated against torch) and its int8 batch-1 latency
+(onnxruntime, the export's measurement) and parameter count join its rows. Prints a markdown table and one JSON
+line (also OUT/photo_bench.json); finished runs and exports in OUT are reused, so an interrupted bench resumes.
+``--smoke`` runs every row for a few seconds on 40 photos: a check of the script, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.folder_knn import TOP_K, link_class_folders, train  # noqa: E402
+
+log = logging.getLogger("photo_bench")
+
+INIT = "tf_efficientnet_lite0.in1k"
+TEACHER = "tf_efficientnet_lite2.in1k"
+STUDENT = "tf_efficientnet_lite0"
+KNN_K = 20
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: PretrainConfig values over the bench's common ones; `method` None = not trained."""
+
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return "method" in self.values
+
+    @property
+    def slug(self) -> str:
+        """The row's RUN_DIR name and --only key: ``effssl-init-l2-sp``."""
+        return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
+
+
+def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int) -> list[Row]:
+    """The bench's rows, in table order."""
+    adapt = {"init": INIT, "lr": adapt_lr}
+    distill = {"method": "distill", "teacher": TEACHER, "teacher_img_size": teacher_px}
+    vit = {"model": "vit_tiny_patch16_224", "model_args": {"img_size": vit_px, "patch_size": 8}, "img_size": vit_px,
+           "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+    return [
+        Row("random init (Lite0)", {"model": STUDENT}),
+        Row("ImageNet init (Lite0)", {"init": INIT}),
+        Row("ImageNet Lite2 (the teacher)", {"init": TEACHER, "img_size": teacher_px}),
+        Row("effssl, random init", {"method": "effssl", "model": STUDENT, "lr": 0.3}),
+        Row("effssl, --init", {"method": "effssl", **adapt}),
+        Row("effssl, --init, L2-SP", {"method": "effssl", **adapt, "reg": "l2sp", "reg_weight": l2sp_weight}),
+        Row("SimCLR, --init", {"method": "simclr", **adapt}),
+        Row("distill Lite2 -> mobilenetv3_small_100", {**distill, "model": "mobilenetv3_small_100"}),
+        Row("distill Lite2 -> resnet18", {**distill, "model": "resnet18"}),
+        Row(f"distill Lite2 -> vit_tiny (patch 8, {vit_px} px)", {**distill, **vit}),
+        Row("distill Lite2 -> Lite0, --init", {**distill, "init": INIT, "lr": adapt_lr}),
+    ]
+
+
+def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from zoo.knn import loo_knn_top1, precision_at_k
+
+    return {"loo_1nn": loo_knn_top1(embeddings, labels, 1), "loo_knn": loo_knn_top1(embeddings, labels, KNN_K),
+            f"precision@{TOP_K}": precision_at_k(embeddings, labels, TOP_K)}
+
+
+def export_latency(run: Path) -> dict[str, Any]:
+    """int8 batch-1 p50 latency (ms) and parameters from the run's export (made now unless already fresh)."""
+    from export.pipeline import export_run
+    from zoo.layout import EXPORT, VALIDATION
+
+    path = run / EXPORT / VALIDATION
+    if not path.is_file():
+        export_run(run)
+    report = json.loads(path.read_text())
+    return {"int8_b1_ms": report["latency_ms"]["ort_int8"]["batch1"]["p50_ms"],
+            "fp32_b1_ms": report["latency_ms"]["ort_fp32"]["batch1"]["p50_ms"],
+            "params_m": report["complexity"]["params"] / 1e6, "int8_scheme": report["quantization"]["scheme"],
+            "export_passed": report["passed"]}
+
+
+def smoke_folder(src: Path, dest: Path, per_class: int = 20) -> Path:
+    """The first `per_class` images of the first two label folders under `src` (for --smoke)."""
+    from zoo.images import find_images
+
+    by_label: dict[str, list[Path]] = {}
+    for p in find_images(src):
+        by_label.setdefault(p.parent.name, []).append(p)
+    for label in sorted(by_label)[:2]:
+        (dest / label).mkdir(parents=True, exist_ok=True)
+        for p in by_label[label][:per_class]:
+            shutil.copy2(p, dest / label / p.name)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="a labelled photo folder (label = parent folder)")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds of wall time per trained row")
+    p.add_argument("--img-size", type=int, default=128, help="input size of every row but the teacher and the ViT")
+    p.add_argument("--teacher-img-size", type=int, default=160, help="the Lite2 teacher's input size")
+    p.add_argument("--vit-img-size", type=int, default=64, help="the ViT student's input size")
+    p.add_argument("--adapt-lr", type=float, default=0.03, help="SGD rate of the rows that start from the init")
+    p.add_argument("--l2sp-weight", type=float, default=0.01, help="L2-SP weight toward the init")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--only", default=None, help="comma-separated row slugs to run (default: all)")
+    p.add_argument("--no-export", action="store_true", help="skip the exports (no latency column)")
+    p.add_argument("--smoke", action="store_true", help="40 photos, a few seconds a row: checks the script")
+    p.add_argument("--out", type=Path, default=Path("runs/photo-bench"), help="data links, runs and exports")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pretrain.config import build_config
+    from pretrain.init import starting_backbone
+    from zoo.knn import chance_precision
+    from zoo.pretrained import TorchEmbedder
+
+    src = args.data.resolve()
+    if args.smoke:
+        src = smoke_folder(src, args.out / "smoke-src")
+        args.budget, args.img_size, args.teacher_img_size, args.vit_img_size = 8.0, 32, 32, 32
+    paths, labels, classes = link_class_folders(src, args.out / "data")
+    common = {"data": str(args.out / "data"), "time_budget": args.budget, "epochs": 100, "img_size": args.img_size,
+              "small_stem": False,
+              "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
+    table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size)
+    only = set(args.only.split(",")) if args.only else None
+    results, latency = [], {}
+    for row in table:
+        if only and row.slug not in only:
+            continue
+        cfg = build_config(None, **{**common, **row.values})
+        run = args.out / row.slug
+        if row.trained:
+            metrics = train(cfg, run)
+            embedder = TorchEmbedder(run / "backbone")
+            fit = {"epochs": metrics["epochs"], "fit_s": metrics["elapsed_s"]}
+        else:
+            embedder, fit = TorchEmbedder.of(*starting_backbone(cfg)), {"epochs": 0, "fit_s": 0.0}
+        arch = (cfg.architecture, cfg.img_size)
+        result = {"row": row.name, "slug": row.slug, "architecture": cfg.architecture, "img_size": cfg.img_size,
+                  **fit, **scores(embedder.embed(paths), labels)}
+        if row.trained and not args.no_export and arch not in latency:
+            latency[arch] = export_latency(run)
+        results.append(result)
+        log.info("%s", result)
+    for r in results:  # untrained rows share their architecture's export
+        r.update(latency.get((r["architecture"], r["img_size"]), {}))
+    report = {"data": str(args.data), "images": len(paths), "classes": classes, "budget_s": args.budget,
+              "chance_precision": chance_precision(labels), "knn_k": KNN_K, "top_k": TOP_K, "rows": results}
+    (args.out / "photo_bench.json").write_text(json.dumps(report, indent=1))
+    print(markdown(report))
+    print(json.dumps(report))
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table BENCHMARKS.md shows."""
+    k = report["top_k"]
+    lines = [f"{report['data']}: {report['images']} photos, {len(report['classes'])} classes; "
+             f"{report['budget_s']:.0f} s of wall time per trained row; chance precision@{k} "
+             f"{100 * report['chance_precision']:.1f}%", "",
+             f"| row | px | epochs | fit s | LOO 1-NN % | LOO kNN-{report['knn_k']} % | precision@{k} % | params M | "
+             "int8 b1 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        ms = f"{r['int8_b1_ms']:.2f}" if "int8_b1_ms" in r else "-"
+        params = f"{r['params_m']:.2f}" if "params_m" in r else "-"
+        lines.append(f"| {r['row']} | {r['img_size']} | {r['epochs']} | {r['fit_s']:.0f} | {100 * r['loo_1nn']:.1f} | "
+                     f"{100 * r['loo_knn']:.1f} | {100 * r[f'precision@{k}']:.1f} | {params} | {ms} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
