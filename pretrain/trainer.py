@@ -436,7 +436,7 @@ class Trainer:
                 self._replan(st, data, (self._now() - st.t_timed) / TIMED_STEPS, epoch * st.steps_per_epoch + step + 1,
                              "timed steps")
                 steps = max(step + 1, self._epoch_steps(st))
-            if st.budget.plan is not None and epoch + 1 == st.epochs and (step + 1) % DEADLINE_EVERY == 0:
+            if st.budget.plan is not None and (step + 1) % DEADLINE_EVERY == 0:
                 steps = self._deadline(st, data, t_epoch, step + 1, steps)
             if bar is not None:
                 bar.update(1)
@@ -513,11 +513,12 @@ class Trainer:
 
     def _eval_s(self, st: FitState, data: FitData, step_s: float) -> float:
         """Estimated seconds of one kNN evaluation, which embeds the bank and the test split: a forward per image,
-        about a third of a training step's share of it (no backward, no augmentation: an upper estimate). It follows
-        the steps' speed, so a machine busy at the start does not keep it expensive. (The setup's calibration pass
-        is no measure of it: it ran once, cold, often while the machine was busiest; on idle cores it put the
-        evaluation at 31 s where it took 5.)"""
-        per_image = step_s / (3 * st.per_rank)
+        half a training step's share of it. A forward is about a third of a step (no backward, no augmentation);
+        the rest is margin for a machine whose load rises during the evaluation (a zoo entry's took 53 s where a
+        third of a step said 33). It follows the steps' speed, so a machine busy at the start does not keep it
+        expensive. (The setup's calibration pass is no measure of it: it ran once, cold, often while the machine
+        was busiest; on idle cores it put the evaluation at 31 s where it took 5.)"""
+        per_image = step_s / (2 * st.per_rank)
         return per_image * sum(len(s.images) for s in (data.bank, data.test) if s is not None)
 
     def _agreed(self, value: int) -> int:
@@ -560,16 +561,21 @@ class Trainer:
             group["lr"] = base * st.schedule(step)
 
     def _deadline(self, st: FitState, data: FitData, t_epoch: float, step: int, steps: int) -> int:
-        """In the last planned epoch, after `step` of its `steps`: the steps that end inside the budget at this
-        epoch's speed so far (fewer when it slowed down, more, up to a whole epoch, when it sped up); the plan
-        and the schedule follow a change."""
+        """After `step` of this epoch's `steps`: the steps that end inside the budget at this epoch's speed so far.
+
+        In the last planned epoch: fewer when it slowed down, more (up to a whole epoch) when it sped up. In an
+        earlier one: a slowdown so deep that this epoch cannot end with the evaluation inside the budget makes it
+        the last, cut (otherwise nothing changes here: the epoch-end re-plan adjusts the epochs to come). The
+        plan and the schedule follow a change."""
         now = self._now()
         step_s, elapsed = (now - t_epoch) / step, now - st.t_budget
         eval_s = self._eval_s(st, data, step_s)
         fit = self._agreed(fit_last_epoch(self.cfg.time_budget, elapsed_s=elapsed, step=step,
                                           steps_per_epoch=st.steps_per_epoch, step_s=step_s, eval_s=eval_s))
-        if fit == steps:
+        last = st.epoch + 1 == st.epochs
+        if fit == steps or (not last and fit == st.steps_per_epoch):
             return steps
+        st.epochs = st.epoch + 1
         done = st.epoch * st.steps_per_epoch
         st.budget.add(BudgetPlan(self.cfg.time_budget, st.epochs, step_s, eval_s,
                                  elapsed + (fit - step) * step_s + eval_s + FINISH_S, at_epoch=st.epoch,

@@ -222,6 +222,33 @@ def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_20
     assert len(rows) == 2 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_slowdown_in_an_earlier_epoch_makes_it_the_last(monkeypatch, tmp_path, cifar_test_200):
+    """Three epochs planned at a virtual 0.5 s a step; the second slows to 4 s a step, so it cannot end inside the
+    budget: it becomes the last, cut, instead of overrunning (whole, it would take 128 s of a 100 s budget)."""
+    real_now, real_step = Trainer._now, Trainer._train_step
+    virtual = {"s": 0.0}
+
+    def slowed(self, st, idx):
+        virtual["s"] += 4.0 if st.epoch == 1 else 0.5
+        return real_step(self, st, idx)
+
+    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
+    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    budget, steps_per_epoch = 100.0, 256 // 8
+    cfg = build_config(None, epochs=3, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
+    run = tmp_path / "slow-middle"
+    metrics = Trainer(cfg, run, progress=False).fit()
+    tb = metrics["time_budget"]
+    assert [p["epochs"] for p in tb["plans"] if p["basis"] != "this epoch"][-1] == 3  # planned 3 before the slowdown
+    cut = tb["plans"][-1]
+    assert cut["basis"] == "this epoch" and cut["at_epoch"] == 1 and 10 <= cut["last_epoch_steps"] < steps_per_epoch
+    assert metrics["epochs"] == 2 and metrics["images_seen"] == (steps_per_epoch + cut["last_epoch_steps"]) * 8
+    assert tb["spent_s"] <= budget
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 2 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_the_budget_left_after_whole_epochs_trains_a_partial_one(monkeypatch, tmp_path, cifar_test_200):
     """Epochs of a virtual 32 s in a 100 s budget: two whole ones fit, and the last is cut to the steps left."""
     real_now, real_step = Trainer._now, Trainer._train_step
