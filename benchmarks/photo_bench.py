@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--img-size", type=int, default=128, help="input size of every row but the teacher and the ViT")
     p.add_argument("--teacher-img-size", type=int, default=160, help="the Lite2 teacher's input size")
     p.add_argument("--vit-img-size", type=int, default=64, help="the ViT student's input size")
-    p.add_argument("--adapt-lr", type=float, default=0.03, help="SGD rate of the rows that start from the init")
+    p.add_argument("--adapt-lr", type=float, default=0.003, help="SGD rate of the rows that start from the init")
     p.add_argument("--l2sp-weight", type=float, default=0.01, help="L2-SP weight toward the init")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--only", default=None, help="comma-separated row slugs to run (default: all)")
