@@ -12,7 +12,8 @@ ImageNet EfficientNet-Lite0 they can get for free? Every image under --data is l
   teacher (bigger: the ceiling a distilled student aims at);
 - trained rows, each with the same ``--budget`` of wall time from loaded data (the trainer fixes its epochs from
   its own measured speed): effssl from random init, effssl from the ImageNet init (with and without L2-SP toward
-  it), SimCLR from the init, and SEED distillation of Lite2 into smaller students.
+  it, and LP-FT: the head trained alone first, the init's BatchNorm statistics kept), SimCLR from the init (and
+  with LP-FT), and SEED distillation of Lite2 into smaller students.
 
 Every backbone embeds every photo through its deployment preprocessing and is scored without a split:
 leave-one-out 1-NN and weighted kNN top-1 (k=20, t=0.1) and retrieval precision@8 (what the demo shows). Each
@@ -65,9 +66,10 @@ class Row:
         return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
 
 
-def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int) -> list[Row]:
+def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40) -> list[Row]:
     """The bench's rows, in table order."""
     adapt = {"init": INIT, "lr": adapt_lr}
+    lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
     distill = {"method": "distill", "teacher": TEACHER, "teacher_img_size": teacher_px}
     vit = {"model": "vit_tiny_patch16_224", "model_args": {"img_size": vit_px, "patch_size": 8}, "img_size": vit_px,
            "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}
@@ -78,7 +80,9 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int) -> l
         Row("effssl, random init", {"method": "effssl", "model": STUDENT, "lr": 0.3}),
         Row("effssl, --init", {"method": "effssl", **adapt}),
         Row("effssl, --init, L2-SP", {"method": "effssl", **adapt, "reg": "l2sp", "reg_weight": l2sp_weight}),
+        Row("effssl, --init, LP-FT", {"method": "effssl", **adapt, **lpft}),
         Row("SimCLR, --init", {"method": "simclr", **adapt}),
+        Row("SimCLR, --init, LP-FT", {"method": "simclr", **adapt, **lpft}),
         Row("distill Lite2 -> mobilenetv3_small_100", {**distill, "model": "mobilenetv3_small_100"}),
         Row("distill Lite2 -> resnet18", {**distill, "model": "resnet18"}),
         Row(f"distill Lite2 -> vit_tiny (patch 8, {vit_px} px)", {**distill, **vit}),
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vit-img-size", type=int, default=64, help="the ViT student's input size")
     p.add_argument("--adapt-lr", type=float, default=0.003, help="SGD rate of the rows that start from the init")
     p.add_argument("--l2sp-weight", type=float, default=0.01, help="L2-SP weight toward the init")
+    p.add_argument("--head-warmup-steps", type=int, default=40, help="steps of the LP-FT rows' head alone")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--only", default=None, help="comma-separated row slugs to run (default: all)")
     p.add_argument("--no-export", action="store_true", help="skip the exports (no latency column)")
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"data": str(args.out / "data"), "time_budget": args.budget, "epochs": 100, "img_size": args.img_size,
               "small_stem": False,
               "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
-    table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size)
+    table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps)
     only = set(args.only.split(",")) if args.only else None
     results, latency = [], {}
     for row in table:

@@ -100,6 +100,9 @@ class PretrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
+    # starting from pretrained weights (--init)
+    head_warmup_steps: int = 0  # steps that train the head alone, the backbone frozen (LP-FT)
+    freeze_bn: bool = False  # the backbone's BatchNorm keeps its running statistics (eval mode) throughout
     # augmentation (one view; SimCLR draws two)
     crop_scale: tuple[float, float] = (0.2, 1.0)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
@@ -298,6 +301,10 @@ HELP: dict[str, str] = {
     "momentum": "SGD momentum (sgd only)",
     "weight_decay": "SGD weight decay",
     "warmup_epochs": "linear warm-up epochs",
+    "head_warmup_steps": "train the head alone for this many steps, the backbone frozen, before the whole network: "
+                         "a random head's first gradients distort pretrained features (LP-FT, Kumar et al. 2022)",
+    "freeze_bn": "keep the backbone's BatchNorm statistics (eval mode) while training: statistics of augmented "
+                 "views would replace the pretrained ones the photos are embedded with",
     "crop_scale": "RandomResizedCrop area range, two floats",
     "jitter": "colour jitter brightness contrast saturation hue",
     "jitter_p": "probability of colour jitter",

@@ -372,8 +372,10 @@ class Trainer:
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            # The bank is kept identical by all-gathers, not by DDP's buffer broadcast.
-            st.model = DDP(method, broadcast_buffers=False, device_ids=[dev.index] if dev.type == "cuda" else None)
+            # The bank is kept identical by all-gathers, not by DDP's buffer broadcast; a frozen backbone
+            # (--head-warmup-steps) gets no gradients for a while.
+            st.model = DDP(method, broadcast_buffers=False, device_ids=[dev.index] if dev.type == "cuda" else None,
+                           find_unused_parameters=cfg.head_warmup_steps > 0)
         if self.dist.is_main and st.epoch == 0:
             atomic_write_text(self.run.log, ",".join(LOG_COLUMNS) + "\n")
         elif self.dist.is_main:
@@ -400,7 +402,7 @@ class Trainer:
             log.info("resumed %s at epoch %d", self.run_dir, st.epoch)
         else:
             t0 = time.perf_counter()
-            st.method.setup(st.calibrate)
+            self._calibrate(st)
             st.wall += time.perf_counter() - t0
 
     def _checkpoint_state(self, st: FitState) -> dict[str, Any]:
@@ -414,10 +416,10 @@ class Trainer:
         """One epoch's steps (a time budget is planned after its first timed steps); the epoch's log row."""
         cfg, dev, epoch = self.cfg, self.device, st.epoch
         images_per_step = st.per_rank * self.dist.world_size
-        st.method.train()
+        self._set_modes(st, epoch * st.steps_per_epoch)
         t_epoch = self._now()  # the budget's clock (a test's virtual one)
         if epoch > 0 and cfg.recalibrate_every and epoch % cfg.recalibrate_every == 0:
-            st.method.setup(st.calibrate)  # rows refreshed once per epoch lag a fast-moving network
+            self._calibrate(st)  # rows refreshed once per epoch lag a fast-moving network
         perm = torch.randperm(len(data.pixels), device=dev, generator=st.shared)
         loss_sum = torch.zeros((), device=dev)
         bar = self._bar(epoch, st.epochs, st.steps_per_epoch)
@@ -427,6 +429,8 @@ class Trainer:
                 break
             if cfg.time_budget and st.budget.plan is None and st.steps_run == WARMUP_STEPS:
                 st.t_timed = self._now()
+            if epoch * st.steps_per_epoch + step == cfg.head_warmup_steps > 0:
+                self._set_modes(st, cfg.head_warmup_steps)
             start = step * images_per_step + self.dist.rank * st.per_rank
             loss_sum += self._train_step(st, perm[start:start + st.per_rank])
             if dev.type == "cpu" or (step + 1) % 50 == 0:
@@ -453,6 +457,30 @@ class Trainer:
         return {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": st.optimizer.param_groups[0]["lr"],
                 "images_per_s": steps * images_per_step / epoch_time, "knn_top1": None, "rankme": None,
                 "wall_time_s": st.wall}
+
+    def _calibrate(self, st: FitState) -> None:
+        """The method's setup (effssl's feature calibration runs BatchNorm in train mode); --freeze-bn keeps the
+        backbone's running statistics as they were."""
+        stats = [b for name, b in st.method.backbone.named_buffers() if "running_" in name]
+        kept = [b.clone() for b in stats] if self.cfg.freeze_bn else []
+        st.method.setup(st.calibrate)
+        with torch.no_grad():
+            for buffer, before in zip(stats, kept):
+                buffer.copy_(before)
+
+    def _set_modes(self, st: FitState, step: int) -> None:
+        """Train mode, except what --head-warmup-steps (before `step` reaches it: the whole backbone, frozen) and
+        --freeze-bn (its BatchNorm layers) keep as they were."""
+        st.method.train()
+        frozen = step < self.cfg.head_warmup_steps
+        backbone = st.method.backbone
+        backbone.requires_grad_(not frozen)
+        if frozen:
+            backbone.eval()
+        elif self.cfg.freeze_bn:
+            for module in backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def _train_step(self, st: FitState, idx: torch.Tensor) -> torch.Tensor:
         """One optimisation step on the images `idx`; the method's loss (without the penalty), detached."""

@@ -28,7 +28,10 @@ def test_every_row_is_a_config_the_trainer_accepts(tmp_path: Path) -> None:
             assert cfg.model == photo_bench.STUDENT and tuple(cfg.mean) == (0.5, 0.5, 0.5)  # the init's preprocessing
         if cfg.method == "distill":
             assert cfg.teacher == photo_bench.TEACHER and cfg.teacher_img_size == 160
-    assert {r.slug for r in table if r.trained} >= {"effssl-init", "effssl-init-l2-sp", "simclr-init"}
+    assert {r.slug for r in table if r.trained} >= {"effssl-init", "effssl-init-l2-sp", "effssl-init-lp-ft",
+                                                    "simclr-init"}
+    lpft = next(r for r in table if r.slug == "effssl-init-lp-ft")
+    assert lpft.values["freeze_bn"] and lpft.values["head_warmup_steps"] > 0
 
 
 def test_untrained_rows_score_the_photos_and_the_imagenet_init_beats_random(tmp_path: Path, hymenoptera_root,

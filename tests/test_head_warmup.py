@@ -1,0 +1,48 @@
+"""--head-warmup-steps and --freeze-bn: what starting from pretrained weights keeps of them while the head learns.
+
+One epoch of 4 steps on 64 CIFAR-10 images, the backbone's state read before and after (pretrain/trainer.py
+`_set_modes`).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pretrain.config import build_config
+from pretrain.trainer import Trainer
+from tests.hubutil import TINY
+from zoo.timm_files import load_backbone
+
+
+def _fit(tmp_path, name: str, **values) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The starting and the trained backbone's state (the same seed builds the same random init)."""
+    cfg = build_config(None, **{**TINY, "epochs": 1, "batch_size": 16, "eval_max_train": 64, **values})
+    torch.manual_seed(cfg.seed)
+    start = {k: v.clone() for k, v in cfg.create_backbone().state_dict().items()}
+    Trainer(cfg, tmp_path / name, progress=False).fit()
+    return start, load_backbone(tmp_path / name / "backbone").state_dict()
+
+
+def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], stats: bool) -> bool:
+    keys = [k for k in a if ("running" in k) == stats and a[k].is_floating_point()]
+    assert keys
+    return any(not torch.equal(a[k], b[k]) for k in keys)
+
+
+@pytest.mark.parametrize("method", ["effssl", "simclr"])
+def test_head_warmup_longer_than_the_run_leaves_the_backbone_as_it_started(tmp_path, cifar_test_200, method):
+    # (effssl's feature calibration runs BatchNorm in train mode: --freeze-bn keeps the statistics through it)
+    start, end = _fit(tmp_path, method, method=method, head_warmup_steps=100, freeze_bn=True,
+                      eval_data=str(cifar_test_200))
+    assert not _changed(start, end, stats=False) and not _changed(start, end, stats=True)
+
+
+def test_head_warmup_then_the_whole_network_trains(tmp_path, cifar_test_200):
+    start, end = _fit(tmp_path, "lpft", head_warmup_steps=2, eval_data=str(cifar_test_200))
+    assert _changed(start, end, stats=False) and _changed(start, end, stats=True)
+
+
+def test_freeze_bn_trains_the_weights_and_keeps_the_statistics(tmp_path, cifar_test_200):
+    start, end = _fit(tmp_path, "bn", freeze_bn=True, eval_data=str(cifar_test_200))
+    assert _changed(start, end, stats=False) and not _changed(start, end, stats=True)
