@@ -37,7 +37,7 @@ from zoo.fsutil import atomic_path, printable_name
 from zoo.images import IMAGE_EXTENSIONS, NoImagesError, SkipReport, find_images, paths_under
 from zoo.index import EmbedFn, ProgressFn, embed_paths
 from zoo.layout import RunDir
-from zoo.pretrained import BACKENDS, _choose_backend
+from zoo.pretrained import BACKENDS, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def choose_backend(model: str, backend: str, variant: str) -> str:
     local export folder or model file has only ONNX models."""
     if backend != "auto":
         return backend
-    chosen = _choose_backend("auto", variant)
+    chosen = resolve_backend("auto", variant)
     path = Path(model).expanduser()
     if chosen == "torch" and path.exists() and not RunDir(path).backbone_config.is_file():
         return "onnx"

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from zoo.knn import KNN_T, LOO_K
+
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.index import GalleryIndex, ProgressFn
 
 log = logging.getLogger(__name__)
 
 QUALITY_IMAGES = 2000
-KNN_K = 20  # neighbours voting in the gallery's kNN (a 398-photo gallery has ~200 per class)
 MIN_PER_LABEL = 2
 
 
@@ -51,7 +52,7 @@ def quality_rows(n: int, seed: int = 0) -> np.ndarray:
 class Scores:
     """Leave-one-out scores of one embedding of the gallery (fractions in [0, 1])."""
 
-    knn_top1: float  # weighted kNN (k = KNN_K, t = 0.1): the label the nearest others vote for
+    knn_top1: float  # weighted kNN (k = LOO_K, t = KNN_T): the label the nearest others vote for
     precision: float  # precision@k: the share of the k results shown that carry the query's label
 
 
@@ -74,7 +75,7 @@ class GalleryQuality:
                if r is not None else "random-init network not measured (needs torch)")
         p_rnd = f", random init {100 * r.precision:.1f}%" if r is not None else ""
         return (f"on this gallery's labels ({self.classes} classes; {self.queries} queries, each searching the "
-                f"{self.images} images but itself): kNN top-1 (k={KNN_K}) **this model {100 * m.knn_top1:.1f}%**, "
+                f"{self.images} images but itself): kNN top-1 (k={LOO_K}) **this model {100 * m.knn_top1:.1f}%**, "
                 f"{rnd}; precision@{self.k} {100 * m.precision:.1f}%{p_rnd}, chance {100 * self.chance:.1f}%")
 
 
@@ -108,7 +109,7 @@ def score(gallery: "GalleryIndex", config: dict[str, Any] | None, index_dir: Pat
 def _scores(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, k: int) -> Scores:
     from zoo.knn import loo_knn_top1, precision_at_k
 
-    return Scores(loo_knn_top1(embeddings, labels, KNN_K, 0.1, rows), precision_at_k(embeddings, labels, k, rows))
+    return Scores(loo_knn_top1(embeddings, labels, LOO_K, KNN_T, rows), precision_at_k(embeddings, labels, k, rows))
 
 
 def random_init_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -28,9 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.knn import LOO_K  # noqa: E402
+
 log = logging.getLogger("folder_knn")
 
-KNN_K = 20
 TOP_K = 8
 
 
@@ -60,7 +61,7 @@ def link_class_folders(src: Path, dest: Path) -> tuple[list[Path], np.ndarray, l
 def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     from zoo.knn import loo_knn_top1, precision_at_k
 
-    return {"loo_knn_top1": loo_knn_top1(embeddings, labels, KNN_K), f"precision@{TOP_K}":
+    return {"loo_knn_top1": loo_knn_top1(embeddings, labels, LOO_K), f"precision@{TOP_K}":
             precision_at_k(embeddings, labels, TOP_K)}
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        labels)})
             log.info("%s", rows[-1])
     print(f"\n{args.data}: {len(paths)} images, {len(classes)} classes ({', '.join(classes)}); {cfg.model} at "
-          f"{cfg.img_size} px, budget {cfg.time_budget} s a run; leave-one-out kNN k={KNN_K}, "
+          f"{cfg.img_size} px, budget {cfg.time_budget} s a run; leave-one-out kNN k={LOO_K}, "
           f"chance precision@{TOP_K} {100 * chance_precision(labels):.1f}%\n")
     print(f"| method | seed | epochs | fit (s) | LOO kNN top-1 | precision@{TOP_K} |")
     print("|---|---|---|---|---|---|")

@@ -40,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.folder_knn import TOP_K, link_class_folders, train  # noqa: E402
+from zoo.knn import LOO_K  # noqa: E402
 
 log = logging.getLogger("photo_bench")
 
 INIT = "tf_efficientnet_lite0.in1k"
 TEACHER = "tf_efficientnet_lite2.in1k"
 STUDENT = "tf_efficientnet_lite0"
-KNN_K = 20
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
 def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     from zoo.knn import loo_knn_top1, precision_at_k
 
-    return {"loo_1nn": loo_knn_top1(embeddings, labels, 1), "loo_knn": loo_knn_top1(embeddings, labels, KNN_K),
+    return {"loo_1nn": loo_knn_top1(embeddings, labels, 1), "loo_knn": loo_knn_top1(embeddings, labels, LOO_K),
             f"precision@{TOP_K}": precision_at_k(embeddings, labels, TOP_K)}
 
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:  # untrained rows share their architecture's export
         r.update(latency.get((r["architecture"], r["img_size"]), {}))
     report = {"data": str(args.data), "images": len(paths), "classes": classes, "budget_s": args.budget,
-              "chance_precision": chance_precision(labels), "knn_k": KNN_K, "top_k": TOP_K, "rows": results}
+              "chance_precision": chance_precision(labels), "knn_k": LOO_K, "top_k": TOP_K, "rows": results}
     (args.out / "photo_bench.json").write_text(json.dumps(report, indent=1))
     print(markdown(report))
     print(json.dumps(report))

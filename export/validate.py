@@ -25,6 +25,7 @@ from export.rundata import RunData, ValidationSplit, decode_normalized, plan_val
 from export.timing import cpu_info, latency_ms, tile_batch
 from zoo.fsutil import atomic_write_json
 from zoo import knn
+from zoo.knn import KNN_K, KNN_T
 from zoo.edge import VALIDATED_FILES, EdgeEmbedder
 from zoo.errors import EdgezooError
 from zoo.layout import ONNX, ONNX_INT8, ORT, ORT_INT8, VALIDATION
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-KNN_K, KNN_T = 200, 0.1
 MIN_VAL_IMAGES, MIN_BANK_IMAGES = 256, 1000
 
 

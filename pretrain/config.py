@@ -17,6 +17,7 @@ import yaml
 from zoo.backbones import small_stem_name
 from zoo.errors import ConfigError
 from zoo.images import interpolation_from_name
+from zoo.knn import KNN_K, KNN_T
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -121,8 +122,8 @@ class PretrainConfig:
     seed: int = 0
     threads: int | None = None
     # evaluation
-    knn_k: int = 200
-    knn_t: float = 0.1
+    knn_k: int = KNN_K
+    knn_t: float = KNN_T
     eval_every: int = 0  # epochs between kNN evaluations; 0 = at the end only
     eval_max_train: int | None = None  # cap the kNN bank (training images) for speed
     # continual pretraining

@@ -27,6 +27,7 @@ from pretrain.preprocess import center_crop_normalize
 from zoo import datasets
 from zoo.errors import RunDirError
 from zoo.fsutil import atomic_write_json
+from zoo.knn import KNN_K, KNN_T
 from zoo.layout import CONFIG, RunDir
 from zoo.preprocess import Preprocess
 from zoo.timm_files import backbone_from_config, load_backbone, preprocess_of, read_config
@@ -56,7 +57,7 @@ def extract_features(backbone: nn.Module, images: np.ndarray | torch.Tensor, pre
 
 @torch.no_grad()
 def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
-             test_labels: torch.Tensor, k: int = 200, t: float = 0.1, num_classes: int | None = None,
+             test_labels: torch.Tensor, k: int = KNN_K, t: float = KNN_T, num_classes: int | None = None,
              chunk: int = 1024) -> float:
     """Weighted kNN top-1 accuracy on normalised features (weights exp(sim / t))."""
     num_classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
@@ -84,7 +85,7 @@ def rankme(feats: torch.Tensor, max_samples: int = 25600, eps: float = 1e-7) -> 
 
 def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: torch.Tensor | None,
                  test_images: np.ndarray | None, test_labels: torch.Tensor | None, preprocess: Preprocess,
-                 k: int = 200, t: float = 0.1, device: torch.device | str = "cpu", amp: bool = False,
+                 k: int = KNN_K, t: float = KNN_T, device: torch.device | str = "cpu", amp: bool = False,
                  ) -> dict[str, float | None]:
     """The project's evaluation: kNN top-1 (training images as the bank) and RankMe.
 

@@ -108,12 +108,12 @@ def test_repo_the_hub_does_not_have_is_unknown(hub_endpoint, tmp_path):
 
 def test_int8_with_the_torch_backend_is_refused(no_hf, tmp_path):
     from zoo.errors import EdgezooError
-    from zoo.pretrained import VariantError, _choose_backend, from_pretrained
+    from zoo.pretrained import VariantError, resolve_backend, from_pretrained
 
     with pytest.raises(VariantError, match='int8.* is an ONNX model: load it with backend="onnx"') as err:
         from_pretrained("edgezoo/any", backend="torch", variant="int8", hub_dir=tmp_path)
     assert isinstance(err.value, EdgezooError) and isinstance(err.value, ValueError)
-    assert _choose_backend("auto", "int8") == "onnx"  # int8 exists only as ONNX
+    assert resolve_backend("auto", "int8") == "onnx"  # int8 exists only as ONNX
     with pytest.raises(VariantError, match="unknown variant 'fp16'"):
         from_pretrained("edgezoo/any", backend="torch", variant="fp16", hub_dir=tmp_path)
 

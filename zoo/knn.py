@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The kNN protocol (Wu et al. 2018), one place for every stage: the training evaluation and export's check vote
+# over the training images as a bank; a gallery's leave-one-out score, where each class holds a few hundred
+# images, lets fewer neighbours vote.
+KNN_K = 200
+KNN_T = 0.1
+LOO_K = 20
+
 
 def top_k(sim: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest entries of each row, best first."""
@@ -18,7 +25,7 @@ def top_k(sim: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=1)
 
 
-def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k: int = 200, t: float = 0.1,
+def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k: int = KNN_K, t: float = KNN_T,
                 num_classes: int | None = None, chunk: int = 1024) -> np.ndarray:
     """Predicted class of each query by a similarity-weighted vote of its k nearest bank rows."""
     bank = np.asarray(bank, np.float32)
@@ -72,7 +79,7 @@ def precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int = 8,
     return float(hits.mean())
 
 
-def loo_knn_top1(embeddings: np.ndarray, labels: np.ndarray, k: int = 20, t: float = 0.1,
+def loo_knn_top1(embeddings: np.ndarray, labels: np.ndarray, k: int = LOO_K, t: float = KNN_T,
                  queries: np.ndarray | None = None) -> float:
     """Leave-one-out weighted kNN top-1: each query is classified by all the other images (no split needed)."""
     x, labels, rows = _checked(embeddings, labels, queries)

@@ -245,7 +245,7 @@ class VariantError(HubError, ValueError):
     """A variant the chosen backend does not have (int8 exists only as an ONNX model)."""
 
 
-def _choose_backend(backend: str, variant: str = "fp32") -> str:
+def resolve_backend(backend: str, variant: str = "fp32") -> str:
     """The backend to load with; an explicit one must have `variant` (it is never silently ignored)."""
     if backend not in BACKENDS:
         raise HubError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -269,7 +269,7 @@ def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "a
                     hub: str | None = None, hub_dir: str | Path | None = None, device: str = "cpu",
                     providers: Iterable[str] | None = None) -> PretrainedModel:
     """Load a published edgezoo model (see the module docstring for where from and how)."""
-    backend = _choose_backend(backend, variant)
+    backend = resolve_backend(backend, variant)
     files = _needed_files(backend, variant)
     # The ONNX runtime may read preprocess.json beside the model: fetched and verified like the rest.
     optional = [REPO_PREPROCESS] if backend == "onnx" else []
