@@ -25,6 +25,7 @@ from pretrain.distributed import select_device
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.preprocess import center_crop_normalize
 from zoo import datasets
+from zoo.backbones import in_mode
 from zoo.errors import RunDirError
 from zoo.fsutil import atomic_write_json
 from zoo.knn import KNN_K, KNN_T
@@ -39,10 +40,8 @@ log = logging.getLogger(__name__)
 def extract_features(backbone: nn.Module, images: np.ndarray | torch.Tensor, preprocess: Preprocess,
                      device: torch.device | str = "cpu", batch_size: int = 512, amp: bool = False) -> torch.Tensor:
     """L2-normalised pooled features of stored (N, R, R, 3) uint8 images (centre crop + normalise)."""
-    was_training = backbone.training
-    backbone.eval()
     feats = []
-    try:
+    with in_mode(backbone):
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
             x = torch.as_tensor(np.ascontiguousarray(chunk)) if isinstance(chunk, np.ndarray) else chunk
@@ -50,8 +49,6 @@ def extract_features(backbone: nn.Module, images: np.ndarray | torch.Tensor, pre
             with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
                 f = backbone(x)
             feats.append(F.normalize(f.float(), dim=1))
-    finally:
-        backbone.train(was_training)
     return torch.cat(feats)
 
 

@@ -17,7 +17,7 @@ import contextlib
 import importlib.util
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from zoo.errors import ConfigError
 
@@ -236,18 +236,25 @@ def global_pool_of(model: "torch.nn.Module") -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def in_mode(module: "torch.nn.Module", training: bool = False) -> Iterator["torch.nn.Module"]:
+    """`module` in train (or eval) mode for the block, its own mode back after it, exception or not: a forward
+    for measuring must not leave a training network in eval mode, nor update BatchNorm statistics by accident."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def embedding_dim(model: "torch.nn.Module", img_size: int) -> int:
     """Measure the embedding size with a forward pass (num_features can differ, e.g. mobilenetv3)."""
     import torch
 
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        with torch.no_grad():
-            out = model(torch.zeros(1, 3, img_size, img_size, device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
+    param = next(model.parameters())
+    with in_mode(model), torch.no_grad():
+        out = model(torch.zeros(1, 3, img_size, img_size, device=param.device, dtype=param.dtype))
     if out.ndim != 2:
         raise ConfigError(f"backbone output must be (N, D) pooled features, got shape {tuple(out.shape)}")
     return int(out.shape[1])

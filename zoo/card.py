@@ -97,15 +97,12 @@ def module_stats(model: "torch.nn.Module", img_size: int) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from zoo.backbones import count_params
+    from zoo.backbones import count_params, in_mode
 
-    counter, was_training = FlopCounterMode(display=False), model.training
-    model.eval()  # one image: BatchNorm must use its running statistics, and must not update them
-    try:
-        with counter, torch.no_grad():
-            model(torch.zeros(1, 3, img_size, img_size))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    # one image: BatchNorm must use its running statistics, and must not update them
+    with in_mode(model), counter, torch.no_grad():
+        model(torch.zeros(1, 3, img_size, img_size))
     return {"params": count_params(model), "gmacs": counter.get_total_flops() / 2 / 1e9,
             "counted_with": f"torch {torch.__version__} FlopCounterMode"}
 

@@ -17,6 +17,7 @@ from pretrain.config import PretrainConfig
 from pretrain.methods.base import Gather, Method, StepOutput
 from pretrain.methods.info import Citation, MethodInfo
 from pretrain.modules import CutMix, InstanceCELoss, MemoryBank, SqrtKLLoss, cutmix_targets
+from zoo.backbones import in_mode
 
 CAO_WU_2024 = Citation(
     key="cao2024efficiency",
@@ -97,11 +98,9 @@ class EffSSL(Method):
         """
         if not self.calibrate:
             return
-        was_training = self.training
-        self.train()
         gather = (lambda f, i: (self.gather(f), self.gather(i))) if self.gather.world_size > 1 else None
-        self.bank.calibrate(batches(), self.project, gather)
-        self.train(was_training)
+        with in_mode(self, training=True):
+            self.bank.calibrate(batches(), self.project, gather)
 
     def training_step(self, views: list[torch.Tensor], idx: torch.Tensor,
                       shared: torch.Generator | None = None, local: torch.Generator | None = None) -> StepOutput:

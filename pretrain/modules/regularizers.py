@@ -14,6 +14,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from zoo.backbones import in_mode
+
 
 class AnchorPenalty(nn.Module):
     """weight/2 * sum_i importance_i * (theta_i - anchor_i)^2 over a module's parameters.
@@ -48,20 +50,18 @@ def _zero_like(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def mas_importance(module: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
     """MAS importance: the mean absolute gradient of the squared L2 norm of the output, per parameter."""
-    was_training = module.training
-    module.eval()
     importance = _zero_like(module)
     count = 0
-    for x in batches:
+    with in_mode(module):
+        for x in batches:
+            module.zero_grad(set_to_none=True)
+            out = module(x)
+            (out.pow(2).sum(dim=1).mean()).backward()
+            for n, p in module.named_parameters():
+                if p.grad is not None and n in importance:
+                    importance[n] += p.grad.detach().abs() * x.shape[0]
+            count += x.shape[0]
         module.zero_grad(set_to_none=True)
-        out = module(x)
-        (out.pow(2).sum(dim=1).mean()).backward()
-        for n, p in module.named_parameters():
-            if p.grad is not None and n in importance:
-                importance[n] += p.grad.detach().abs() * x.shape[0]
-        count += x.shape[0]
-    module.zero_grad(set_to_none=True)
-    module.train(was_training)
     return {n: v / max(count, 1) for n, v in importance.items()}
 
 
