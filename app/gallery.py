@@ -6,7 +6,8 @@ its class, as an ImageFolder tree), the demo scores what it shows, leave-one-out
 top-1 (the label that an image's 20 nearest other images vote for, weighted as in
 the training evaluation) and precision@k (the share of the k results shown that
 carry the query's label), for the served model, for the same architecture at
-random initialisation (when torch is installed) and, for precision, for chance.
+random initialisation (when torch is installed), for the pretrained weights it started
+from (``--init``: the free baseline a person compares it with) and, for precision, for chance.
 At most ``QUALITY_IMAGES`` images (a fixed subset) are queries; each searches the
 whole gallery but itself, as the page does, so a 10,000-image gallery costs a
 2,000 x 10,000 similarity matrix.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from zoo.errors import EdgezooError
 from zoo.knn import KNN_T, LOO_K
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +69,8 @@ class GalleryQuality:
     model: Scores
     chance: float  # precision@k (and expected kNN) of an answer that ignores the images
     random_init: Scores | None = None
+    init: Scores | None = None  # the --init weights the model started from, untrained on these photos
+    init_name: str | None = None
 
     def line(self) -> str:
         """The demo's status line."""
@@ -74,6 +78,11 @@ class GalleryQuality:
         rnd = (f"random-init network {100 * r.knn_top1:.1f}% (**{100 * (m.knn_top1 - r.knn_top1):+.1f} points**)"
                if r is not None else "random-init network not measured (needs torch)")
         p_rnd = f", random init {100 * r.precision:.1f}%" if r is not None else ""
+        if self.init is not None:
+            i = self.init
+            rnd += (f", its starting weights {self.init_name} {100 * i.knn_top1:.1f}% "
+                    f"(**{100 * (m.knn_top1 - i.knn_top1):+.1f} points**)")
+            p_rnd += f", {self.init_name} {100 * i.precision:.1f}%"
         return (f"on this gallery's labels ({self.classes} classes; {self.queries} queries, each searching the "
                 f"{self.images} images but itself): kNN top-1 (k={LOO_K}) **this model {100 * m.knn_top1:.1f}%**, "
                 f"{rnd}; precision@{self.k} {100 * m.precision:.1f}%{p_rnd}, chance {100 * self.chance:.1f}%")
@@ -94,16 +103,20 @@ def score(gallery: "GalleryIndex", config: dict[str, Any] | None, index_dir: Pat
     if labels is None:
         return None
     rows = quality_rows(len(paths))
-    rnd = None
-    embed = random_init_embedder(config) if config else None
-    if embed is not None:
-        key = random_init_key(config)
+
+    def reference(embed: Callable[[Sequence[Any]], np.ndarray] | None, key: dict[str, Any]) -> Scores | None:
+        if embed is None:
+            return None
         ref = build_gallery_index(gallery.root, paths, embed, key, index_stem(index_dir, gallery.root, key["name"]),
                                   progress=progress)
-        if len(ref) == len(paths):
-            rnd = _scores(ref.index.embeddings, labels, rows, k)
+        return _scores(ref.index.embeddings, labels, rows, k) if len(ref) == len(paths) else None
+
+    rnd = reference(random_init_embedder(config), random_init_key(config)) if config else None
+    init = init_record(config)
+    start = reference(init_embedder(config), init_key(config)) if init else None
     return GalleryQuality(k, len(rows), len(paths), len(np.unique(labels)),
-                          _scores(gallery.index.embeddings, labels, rows, k), chance_precision(labels), rnd)
+                          _scores(gallery.index.embeddings, labels, rows, k), chance_precision(labels), rnd,
+                          start, init["source"] if init else None)
 
 
 def _scores(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, k: int) -> Scores:
@@ -120,6 +133,38 @@ def random_init_key(config: dict[str, Any]) -> dict[str, Any]:
     return {"name": f"random-init-{config['architecture']}", "architecture": config["architecture"],
             "model_args": config.get("model_args") or {}, "pretrained_cfg": config.get("pretrained_cfg"), "seed": 0, "torch": torch.__version__,
             "timm": timm.__version__}
+
+
+def init_record(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the model's config.json says it started from (``--init``), or None."""
+    return ((config or {}).get("edgezoo") or {}).get("init") or None
+
+
+def init_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the starting weights' reference index: the source, its file's sha256 and the input."""
+    record = init_record(config) or {}
+    name = "".join(c if c.isalnum() else "-" for c in str(record.get("source")))
+    return {"name": f"init-{name}", "source": record.get("source"), "sha256": record.get("sha256"),
+            "architecture": config["architecture"], "pretrained_cfg": config.get("pretrained_cfg")}
+
+
+def init_embedder(config: dict[str, Any]) -> Callable[[Sequence[Any]], np.ndarray] | None:
+    """An embedder of the weights the model started from, in the model's preprocessing; None without the
+    training extra or when the source cannot be loaded here (the score then leaves it out, saying why)."""
+    record = init_record(config)
+    try:
+        from pretrain.init import load_init
+        from zoo.pretrained import TorchEmbedder
+        from zoo.timm_files import backbone_from_config
+
+        model = backbone_from_config(config)
+        load_init(model, record["source"], config["architecture"])
+        return TorchEmbedder.of(model, config).embed
+    except ImportError as exc:
+        log.info("no reference for the starting weights in the gallery score: %s", exc)
+    except EdgezooError as exc:
+        log.warning("the gallery score leaves out the starting weights %s: %s", record.get("source"), exc)
+    return None
 
 
 def random_init_embedder(config: dict[str, Any], seed: int = 0) -> Callable[[Sequence[Any]], np.ndarray] | None:

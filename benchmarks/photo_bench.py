@@ -44,6 +44,8 @@ from zoo.knn import LOO_K  # noqa: E402
 
 log = logging.getLogger("photo_bench")
 
+LATENCY_KEYS = ("int8_b1_ms", "fp32_b1_ms", "params_m", "int8_scheme", "export_passed")  # `export_latency`
+
 INIT = "tf_efficientnet_lite0.in1k"
 TEACHER = "tf_efficientnet_lite2.in1k"
 STUDENT = "tf_efficientnet_lite0"
@@ -68,7 +70,7 @@ class Row:
 
 def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40) -> list[Row]:
     """The bench's rows, in table order."""
-    adapt = {"init": INIT, "lr": adapt_lr}
+    adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False}  # (--init's defaults: LP-FT)
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
     distill = {"method": "distill", "teacher": TEACHER, "teacher_img_size": teacher_px}
     vit = {"model": "vit_tiny_patch16_224", "model_args": {"img_size": vit_px, "patch_size": 8}, "img_size": vit_px,
@@ -86,7 +88,7 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row("distill Lite2 -> mobilenetv3_small_100", {**distill, "model": "mobilenetv3_small_100"}),
         Row("distill Lite2 -> resnet18", {**distill, "model": "resnet18"}),
         Row(f"distill Lite2 -> vit_tiny (patch 8, {vit_px} px)", {**distill, **vit}),
-        Row("distill Lite2 -> Lite0, --init", {**distill, "init": INIT, "lr": adapt_lr}),
+        Row("distill Lite2 -> Lite0, --init", {**distill, **adapt}),
     ]
 
 
@@ -106,7 +108,7 @@ def export_latency(run: Path) -> dict[str, Any]:
     if not path.is_file():
         export_run(run)
     report = json.loads(path.read_text())
-    return {"int8_b1_ms": report["latency_ms"]["ort_int8"]["batch1"]["p50_ms"],
+    return {"int8_b1_ms": report["latency_ms"]["ort_int8"]["batch1"]["p50_ms"],  # LATENCY_KEYS
             "fp32_b1_ms": report["latency_ms"]["ort_fp32"]["batch1"]["p50_ms"],
             "params_m": report["complexity"]["params"] / 1e6, "int8_scheme": report["quantization"]["scheme"],
             "export_passed": report["passed"]}
@@ -158,9 +160,15 @@ def main(argv: list[str] | None = None) -> int:
               "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
     table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps)
     only = set(args.only.split(",")) if args.only else None
-    results, latency = [], {}
+    saved = args.out / "photo_bench.json"  # rows --only leaves out keep their earlier results
+    earlier = {r["slug"]: r for r in json.loads(saved.read_text())["rows"]} if only and saved.is_file() else {}
+    results: list[dict[str, Any]] = []
+    latency = {(r["architecture"], r["img_size"]): {k: r[k] for k in LATENCY_KEYS} for r in earlier.values()
+               if all(k in r for k in LATENCY_KEYS)}
     for row in table:
         if only and row.slug not in only:
+            if row.slug in earlier:
+                results.append(earlier[row.slug])
             continue
         cfg = build_config(None, **{**common, **row.values})
         run = args.out / row.slug
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         r.update(latency.get((r["architecture"], r["img_size"]), {}))
     report = {"data": str(args.data), "images": len(paths), "classes": classes, "budget_s": args.budget,
               "chance_precision": chance_precision(labels), "knn_k": LOO_K, "top_k": TOP_K, "rows": results}
-    (args.out / "photo_bench.json").write_text(json.dumps(report, indent=1))
+    saved.write_text(json.dumps(report, indent=1))
     print(markdown(report))
     print(json.dumps(report))
     return 0

@@ -145,22 +145,28 @@ def test_budget_state_reads_old_and_new_checkpoints():
     assert BudgetState.from_checkpoint({"budget": None}) == (BudgetState(), None)
 
 
+def virtual_clock(monkeypatch, step_s) -> None:
+    """The trainer's clock advances by `step_s(state, steps so far)` virtual seconds a step (on top of the real
+    time), and the evaluation is estimated at 1 s: the planner is tested, not the machine or the estimate."""
+    real_now, real_step = Trainer._now, Trainer._train_step
+    virtual = {"s": 0.0, "steps": 0}
+
+    def step(self, st, idx):
+        virtual["steps"] += 1
+        virtual["s"] += step_s(st, virtual["steps"])
+        return real_step(self, st, idx)
+
+    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
+    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)
+    monkeypatch.setattr(Trainer, "_train_step", step)
+
+
 def test_slow_first_window_does_not_cut_training(monkeypatch, tmp_path, cifar_test_200):
     """The first timed steps are slow (a virtual 1 s a step on the trainer's clock, as when another program is
     busy at the start; 0.2 s after them, so the budget is spent in a few real seconds): the first plan is short,
     the epoch-end re-plans give the epochs back, and the run spends its budget."""
     slow_steps, slow_s, fast_s, budget = WARMUP_STEPS + TIMED_STEPS, 1.0, 0.2, 40.0
-    real_now, real_step = Trainer._now, Trainer._train_step
-    virtual = {"s": 0.0, "steps": 0}
-
-    def slowed(self, st, idx):
-        virtual["steps"] += 1
-        virtual["s"] += slow_s if virtual["steps"] <= slow_steps else fast_s
-        return real_step(self, st, idx)
-
-    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
-    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
-    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    virtual_clock(monkeypatch, lambda st, n: slow_s if n <= slow_steps else fast_s)
     cfg = build_config(None, epochs=60, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 16}))
     run = tmp_path / "slow-start"
     metrics = Trainer(cfg, run, progress=False).fit()
@@ -198,17 +204,7 @@ def test_fit_last_epoch_keeps_what_fits():
 def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_200):
     """The machine slows down in the last planned epoch (a virtual 3 s a step on the trainer's clock): the epoch
     ends early, inside the budget, with the schedule ending on its last step."""
-    real_now, real_step = Trainer._now, Trainer._train_step
-    virtual = {"s": 0.0}
-
-    def slowed(self, st, idx):
-        if st.epoch == 1:
-            virtual["s"] += 3.0
-        return real_step(self, st, idx)
-
-    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
-    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
-    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    virtual_clock(monkeypatch, lambda st, n: 3.0 if st.epoch == 1 else 0.0)
     budget = 100.0
     cfg = build_config(None, epochs=2, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
     run = tmp_path / "slow-end"
@@ -225,16 +221,7 @@ def test_slowdown_in_the_last_epoch_cuts_it(monkeypatch, tmp_path, cifar_test_20
 def test_slowdown_in_an_earlier_epoch_makes_it_the_last(monkeypatch, tmp_path, cifar_test_200):
     """Three epochs planned at a virtual 0.5 s a step; the second slows to 4 s a step, so it cannot end inside the
     budget: it becomes the last, cut, instead of overrunning (whole, it would take 128 s of a 100 s budget)."""
-    real_now, real_step = Trainer._now, Trainer._train_step
-    virtual = {"s": 0.0}
-
-    def slowed(self, st, idx):
-        virtual["s"] += 4.0 if st.epoch == 1 else 0.5
-        return real_step(self, st, idx)
-
-    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
-    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
-    monkeypatch.setattr(Trainer, "_train_step", slowed)
+    virtual_clock(monkeypatch, lambda st, n: 4.0 if st.epoch == 1 else 0.5)
     budget, steps_per_epoch = 100.0, 256 // 8
     cfg = build_config(None, epochs=3, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
     run = tmp_path / "slow-middle"
@@ -251,16 +238,7 @@ def test_slowdown_in_an_earlier_epoch_makes_it_the_last(monkeypatch, tmp_path, c
 
 def test_the_budget_left_after_whole_epochs_trains_a_partial_one(monkeypatch, tmp_path, cifar_test_200):
     """Epochs of a virtual 32 s in a 100 s budget: two whole ones fit, and the last is cut to the steps left."""
-    real_now, real_step = Trainer._now, Trainer._train_step
-    virtual = {"s": 0.0}
-
-    def timed(self, st, idx):
-        virtual["s"] += 1.0
-        return real_step(self, st, idx)
-
-    monkeypatch.setattr(Trainer, "_now", lambda self: real_now(self) + virtual["s"])
-    monkeypatch.setattr(Trainer, "_eval_s", lambda self, st, data, step_s: 1.0)  # the planner, not the estimate
-    monkeypatch.setattr(Trainer, "_train_step", timed)
+    virtual_clock(monkeypatch, lambda st, n: 1.0)
     budget, steps_per_epoch = 100.0, 256 // 8
     cfg = build_config(None, epochs=5, time_budget=budget, eval_data=str(cifar_test_200), **(TINY | {"batch_size": 8}))
     run = tmp_path / "partial"

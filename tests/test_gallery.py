@@ -94,3 +94,40 @@ def test_default_gallery_is_the_models_own_held_out_split(tmp_path, cifar_root, 
     (run / "data.json").write_text(json.dumps({"train": {"spec": str(own), "root": str(own)}}))
     assert default_gallery(run) == own  # no held-out split: the training folder
     assert default_gallery(None) == hymenoptera_root.parent / "hymenoptera"
+
+
+def test_status_line_compares_with_the_starting_weights():
+    q = GalleryQuality(8, 398, 398, 2, Scores(0.95, 0.90), 0.5, Scores(0.60, 0.55), Scores(0.92, 0.88),
+                       "tf_efficientnet_lite0.in1k")
+    line = q.line()
+    assert "its starting weights tf_efficientnet_lite0.in1k 92.0% (**+3.0 points**)" in line
+    assert "tf_efficientnet_lite0.in1k 88.0%" in line  # precision@8 beside random init's
+
+
+def test_score_measures_the_init_a_model_started_from(photos, tmp_path):
+    """A model trained with --init is scored against those weights untrained: the ImageNet Lite0 here (its
+    config.json's edgezoo.init, as the trainer writes it); the oracle beats it, and it beats random init."""
+    from pretrain.init import IMAGENET_WHEELS
+
+    lite0 = "tf_efficientnet_lite0.in1k"
+    pytest.importorskip(IMAGENET_WHEELS[lite0].module, reason='pip install ".[imagenet]"')
+    from zoo.backbones import create_backbone, embedding_dim
+    from zoo.images import find_images
+    from zoo.index import build_gallery_index
+    from zoo.preprocess import Preprocess
+    from zoo.timm_files import make_config
+
+    paths = find_images(photos)
+    oracle = lambda batch: np.array([[1.0, 0.0] if Path(p).parent.name == "ants" else [0.0, 1.0] for p in batch],
+                                    np.float32)  # noqa: E731
+    index = build_gallery_index(photos, paths, oracle, {"name": "oracle"}, tmp_path / "idx" / "oracle")
+    pre = Preprocess(img_size=96, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    arch = "tf_efficientnet_lite0"
+    config = make_config(arch, embedding_dim(create_backbone(arch), 96), pre,
+                         extra={"init": {"source": lite0, "kind": "imagenet-wheel", "sha256": "x"}})
+    q = score(index, config, tmp_path / "idx", k=8)
+    assert q.init_name == lite0 and q.init is not None and q.random_init is not None
+    assert q.random_init.knn_top1 < q.init.knn_top1 < q.model.knn_top1 == 1.0
+    assert "its starting weights" in q.line()
+    config["edgezoo"]["init"]["source"] = str(tmp_path / "gone.safetensors")  # not loadable here: left out
+    assert score(index, config, tmp_path / "idx2", k=8).init is None

