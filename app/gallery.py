@@ -104,16 +104,18 @@ def score(gallery: "GalleryIndex", config: dict[str, Any] | None, index_dir: Pat
         return None
     rows = quality_rows(len(paths))
 
-    def reference(embed: Callable[[Sequence[Any]], np.ndarray] | None, key: dict[str, Any]) -> Scores | None:
-        if embed is None:
+    def reference(embed: Callable[[Sequence[Any]], np.ndarray] | None,
+                  key_of: Callable[[dict[str, Any]], dict[str, Any]]) -> Scores | None:
+        if embed is None:  # (the key names library versions: only asked for when there is an embedder)
             return None
+        key = key_of(config)
         ref = build_gallery_index(gallery.root, paths, embed, key, index_stem(index_dir, gallery.root, key["name"]),
                                   progress=progress)
         return _scores(ref.index.embeddings, labels, rows, k) if len(ref) == len(paths) else None
 
-    rnd = reference(random_init_embedder(config), random_init_key(config)) if config else None
+    rnd = reference(random_init_embedder(config), random_init_key) if config else None
     init = init_record(config)
-    start = reference(init_embedder(config), init_key(config)) if init else None
+    start = reference(init_embedder(config), init_key) if init else None
     return GalleryQuality(k, len(rows), len(paths), len(np.unique(labels)),
                           _scores(gallery.index.embeddings, labels, rows, k), chance_precision(labels), rnd,
                           start, init["source"] if init else None)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pretrain.config import build_config
-    from pretrain.init import starting_backbone
+    from pretrain.evaluate import starting_backbone
     from zoo.knn import chance_precision
     from zoo.pretrained import TorchEmbedder
 

@@ -15,6 +15,8 @@ import logging
 import time
 
 import numpy as np
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -165,3 +167,20 @@ def _measured_at_the_end(run: RunDir, bank_size: int) -> dict[str, float | None]
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def starting_backbone(cfg: PretrainConfig) -> tuple["torch.nn.Module", dict[str, Any]]:
+    """The run's backbone before any training, in eval mode, and its timm config.json: the --init weights, else
+    random init seeded with cfg.seed. What a trained model is measured against (the photo benchmarks)."""
+    from pretrain.data import preprocess_of
+    from pretrain.init import load_init
+    from zoo.backbones import embedding_dim
+    from zoo.timm_files import backbone_config
+
+    torch.manual_seed(cfg.seed)
+    backbone = cfg.create_backbone()
+    if cfg.init:
+        load_init(backbone, cfg.init, cfg.architecture)
+    config = backbone_config(backbone, cfg.architecture, embedding_dim(backbone, cfg.img_size), preprocess_of(cfg),
+                             model_args=cfg.model_args)
+    return backbone.eval(), config

@@ -43,8 +43,6 @@ from zoo.preprocess import Preprocess
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from pretrain.config import PretrainConfig
-
 log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
@@ -411,24 +409,6 @@ def load_init(backbone: "torch.nn.Module", spec: str, model: str) -> dict[str, A
     The source's classifier is dropped; any other key or shape that does not fit is a ConfigError.
     """
     return load_source(backbone, describe_init(spec), model)
-
-
-def starting_backbone(cfg: "PretrainConfig") -> tuple["torch.nn.Module", dict[str, Any]]:
-    """The run's backbone before any training, in eval mode, and its timm config.json: the --init weights, else
-    random init seeded with cfg.seed. What a trained model is measured against (benchmarks, the demo's score)."""
-    import torch
-
-    from pretrain.data import preprocess_of
-    from zoo.backbones import embedding_dim
-    from zoo.timm_files import backbone_config
-
-    torch.manual_seed(cfg.seed)
-    backbone = cfg.create_backbone()
-    if cfg.init:
-        load_init(backbone, cfg.init, cfg.architecture)
-    config = backbone_config(backbone, cfg.architecture, embedding_dim(backbone, cfg.img_size), preprocess_of(cfg),
-                             model_args=cfg.model_args)
-    return backbone.eval(), config
 
 
 def load_source(backbone: "torch.nn.Module", source: InitSource, model: str) -> dict[str, Any]:
