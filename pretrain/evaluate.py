@@ -13,10 +13,9 @@ import dataclasses
 import json
 import logging
 import time
-
-import numpy as np
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
