@@ -12,8 +12,8 @@ the complete/stale rules are `zoo.layout`'s (`RunDir`; the export's: `zoo.edge.e
 - export: skipped when export/validation.json passed and still vouches for the
   files (sizes and sha256), and the ONNX model is newer than the weights.
 - publish: skipped when the hub it would publish to (the local hub unless ``--hub hf``;
-  `zoo.hub.choose_hub`) already has a version whose manifest lists exactly this run's
-  weights and ONNX models (same sha256).
+  `zoo.hub.open_hub`) already has a version whose manifest lists exactly this run's
+  weights and ONNX models (same sha256; `zoo.publish.published_version`).
 - demo: served unless ``--no-serve``, from the published version (ONNX backend).
 
 One summary at the end: paths, kNN, export parity and latency, where it was
@@ -32,15 +32,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zoo.errors import EdgezooError
-from zoo.layout import CHECKPOINT, EVAL, EXPORT, MANIFEST, METRICS, REPO_FILES, VALIDATION, RunDir
+from zoo.layout import CHECKPOINT, EVAL, EXPORT, METRICS, VALIDATION, RunDir
 
 log = logging.getLogger(__name__)
 
 STAGE_NAMES = ("pretrain", "evaluate", "export", "publish", "demo")
 # config.yaml options that do not change what a run computes: a difference is not a different run.
 _RUNTIME_OPTIONS = ("device", "threads")
-# A published version holds this run when its manifest lists these files with this run's sha256.
-_WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".ort")
 
 
 class PipelineError(EdgezooError):
@@ -163,85 +161,23 @@ def stage_export(run_dir: Path, extra: str | None = None) -> tuple[str, str]:
 
 # --- publish --------------------------------------------------------------------------------------------
 
-def _published_files(run_dir: Path) -> dict[str, Path]:
-    """Repo path -> run file for the weights publish copies verbatim (JSON files are rewritten for the public)."""
-    return {repo: run_dir / rel for repo, rel in REPO_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
-
-
-def _manifest_matches(manifest: dict[str, Any] | None, files: dict[str, Path], hashes: dict[str, str]) -> bool:
-    listed = (manifest or {}).get("files") or {}
-    return all(listed.get(repo, {}).get("sha256") == hashes[repo] for repo in files)
-
-
-def published_version(run_dir: Path, repo_id: str, *, version: str | None = None, hub: str | None = None,
-                      hub_dir: str | Path | None = None) -> tuple[str, str] | None:
-    """(version, commit) of a published version holding exactly this run's files, newest first; else None."""
-    from zoo.hub import VERSION_RE, choose_hub
-    from zoo.hub_local import LocalHub, local_hub_dir
-    from zoo.manifest import sha256_file
-
-    files = _published_files(run_dir)
-    hashes = {repo: sha256_file(path) for repo, path in files.items()}
-    if choose_hub(hub, hub_dir) == "local":
-        local = LocalHub(local_hub_dir(hub_dir))
-        if not local.exists(repo_id):
-            return None
-        tags = local.refs(repo_id)["tags"]
-
-        def manifest_at(tag: str) -> dict[str, Any] | None:
-            data = local.read(repo_id, tags[tag], MANIFEST)
-            return json.loads(data) if data else None
-    else:
-        tags, manifest_at = _hf_tags(repo_id)
-    candidates = [version] if version else sorted((t for t in tags if VERSION_RE.match(t)),
-                                                  key=lambda t: -int(t[1:]))
-    for tag in candidates:
-        if tag in tags and _manifest_matches(manifest_at(tag), files, hashes):
-            return tag, tags[tag]
-    return None
-
-
-def _hf_tags(repo_id: str) -> tuple[dict[str, str], Callable[[str], dict[str, Any] | None]]:
-    """Tags of a Hub repo and a reader of manifest.json at a tag; an unreachable hub means 'not published'."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    try:
-        tags = {t.name: t.target_commit for t in HfApi().list_repo_refs(repo_id).tags}
-    except Exception as exc:  # noqa: BLE001 - unknown repo or offline: publish will say what is wrong
-        log.info("%s: no published versions found (%s)", repo_id, type(exc).__name__)
-        return {}, lambda tag: None
-
-    def manifest_at(tag: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(Path(hf_hub_download(repo_id, MANIFEST, revision=tag)).read_text())
-        except Exception:  # noqa: BLE001 - an unreadable manifest is not a match
-            return None
-
-    return tags, manifest_at
-
-
 def stage_publish(args: argparse.Namespace, run_dir: Path, result: PipelineResult) -> tuple[str, str]:
+    from zoo.publish import publish, published_version
+
     found = published_version(run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)
     if found is not None:
         result.version, result.commit = found
         result.location = _location(args)
         return "skipped", f"{args.repo}@{found[0]} already holds this run"
-    from zoo.publish import publish
-
     published = publish(run_dir, args.repo, version=args.version, hub=args.hub, hub_dir=args.hub_dir)
     result.version, result.commit, result.location = published.version, published.commit, published.location
     return "ran", f"{published.files} files, {published.bytes / 1e6:.1f} MB"
 
 
 def _location(args: argparse.Namespace) -> str:
-    from zoo.hub import choose_hub
-    from zoo.hub_local import LocalHub, local_hub_dir
+    from zoo.hub import open_hub
 
-    if choose_hub(args.hub, args.hub_dir) == "local":
-        return str(LocalHub(local_hub_dir(args.hub_dir)).repo_dir(args.repo))
-    from huggingface_hub import constants
-
-    return f"{constants.ENDPOINT}/{args.repo}"
+    return open_hub(args.hub, args.hub_dir).location(args.repo)
 
 
 # --- the chain ------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
+
 log = logging.getLogger("cifar10_knn")
 
 
@@ -46,9 +48,9 @@ def train(recipe: str, out: Path, **overrides) -> dict:
     from pretrain.config import build_config
     from pretrain.trainer import Trainer
 
-    if (out / "metrics.json").exists():
-        return json.loads((out / "metrics.json").read_text())
-    return Trainer(build_config(recipe, **overrides), out, resume=(out / "config.yaml").exists(),
+    if RunDir(out).metrics.exists():
+        return json.loads(RunDir(out).metrics.read_text())
+    return Trainer(build_config(recipe, **overrides), out, resume=RunDir(out).config.exists(),
                    progress=False).fit()
 
 

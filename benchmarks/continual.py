@@ -37,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
+
 log = logging.getLogger("continual")
 
 FIRST_CLASSES = range(5)  # the class-incremental sequence's first chunk
@@ -125,7 +127,7 @@ def train(run_dir: Path, cfg) -> dict[str, Any]:
     if record.is_file():
         return json.loads(record.read_text())
     t0 = time.perf_counter()
-    metrics = Trainer(cfg, run_dir, resume=(run_dir / "config.yaml").exists(), progress=False).fit()
+    metrics = Trainer(cfg, run_dir, resume=RunDir(run_dir).config.exists(), progress=False).fit()
     metrics["step_wall_s"] = round(time.perf_counter() - t0, 1)
     record.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -161,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                                    **score(None, sets, base_cfg)}]
     joint = train(args.out / "joint", base_cfg)
     joint_row = {"sequence": "both", "setting": "joint", "images_seen": joint["images_seen"],
-                 "step_wall_s": joint["step_wall_s"], **score(args.out / "joint" / "backbone", sets, base_cfg)}
+                 "step_wall_s": joint["step_wall_s"], **score(RunDir(args.out / "joint").backbone, sets, base_cfg)}
     rows.append(joint_row)
     for seq in ("instance", "class"):
         step1_dir = args.out / f"{seq}-step1"
         step1 = train(step1_dir, build_config(args.recipe, data=str(chunks[f"{seq}/1"]), replay=replay, **common))
         rows.append({"sequence": seq, "setting": "step 1 (chunk 1 only)", "images_seen": step1["images_seen"],
-                     "step_wall_s": step1["step_wall_s"], **score(step1_dir / "backbone", sets, base_cfg)})
+                     "step_wall_s": step1["step_wall_s"], **score(RunDir(step1_dir).backbone, sets, base_cfg)})
         inherited = inherited_config(str(step1_dir))
         for setting, extra in (("sequential", {}), ("sequential + replay", {"replay": replay}),
                                ("sequential + MAS", {"reg": "mas", "reg_weight": args.reg_weight})):
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                resume_from=str(step1_dir), **common, **extra)
             m = train(run_dir, cfg)
             rows.append({"sequence": seq, "setting": setting, "images_seen": m["images_seen"],
-                         "step_wall_s": m["step_wall_s"], **score(run_dir / "backbone", sets, base_cfg)})
+                         "step_wall_s": m["step_wall_s"], **score(RunDir(run_dir).backbone, sets, base_cfg)})
 
     for r in rows:
         r["cost_vs_joint"] = round(r["step_wall_s"] / joint_row["step_wall_s"], 3) if r["step_wall_s"] else 0.0

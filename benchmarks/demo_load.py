@@ -5,11 +5,11 @@
     python benchmarks/demo_load.py --smoke --out /tmp/smoke.json               # tiny, seconds (the test's)
 
 Without --url it starts `edgezoo demo --model MODEL` (default: `make demo`'s published
-`edgezoo/resnet18-cifar10-quick`, its default gallery: CIFAR-10's 10,000 test images) in
+`edgezoo/lite0-flowers-quick`, its default gallery: the flowers' 717 held-out photos) in
 its own process group on 127.0.0.1, waits until the page answers, and stops the whole group
 at the end, whatever happens. Each client thread opens its own gradio_client session, then
 all start together (a barrier) and send their searches one after the other, each a query
-image of its own (CIFAR-10 test images, or --queries FOLDER; a fixed random pick). A search
+image of its own (the flowers' held-out photos, or --queries FOLDER; a fixed random pick). A search
 is timed as a user sees it: upload + queue + handler + the answer, `client.submit(...).result()`.
 Every request loop is bounded (--request-timeout a search, --timeout the whole run), so the
 benchmark always ends. Prints one table; --out writes the JSON (every latency, the command,
@@ -50,7 +50,7 @@ from benchmarks.servers import free_port, stop_process, wait_port  # noqa: E402 
 
 log = logging.getLogger("demo_load")
 
-MAKE_DEMO_MODEL = "edgezoo/resnet18-cifar10-quick"  # what `make demo` publishes and serves
+MAKE_DEMO_MODEL = "edgezoo/lite0-flowers-quick"  # what `make demo` publishes and serves
 SMOKE_IMAGES_PER_CLASS = 6
 
 
@@ -249,6 +249,13 @@ def cifar_test_split() -> Path:
     return find_cifar10(download=False) / "test"
 
 
+def flowers_val_split() -> Path:
+    """`make demo`'s gallery: the flowers' held-out photos."""
+    from zoo.datasets import find_named
+
+    return find_named("flowers", download=False) / "val"
+
+
 # --- report ---------------------------------------------------------------------------------------------
 
 def summary(run: LoadRun, wall: float, sent: int) -> dict[str, Any]:
@@ -320,7 +327,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="one more `edgezoo demo` flag (repeatable, e.g. --server-arg=--concurrency=4)")
     parser.add_argument("--queries", type=Path, default=None,
-                        help="folder of query images (default: --gallery, else CIFAR-10's test split)")
+                        help="folder of query images (default: --gallery, else the flowers' val split)")
     parser.add_argument("--clients", type=int, default=10, help="concurrent client sessions (default: 10)")
     parser.add_argument("--per-client", type=int, default=5, help="searches per client (default: 5)")
     parser.add_argument("--k", type=int, default=8, help="results per search (default: 8, the page's)")
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.model, args.gallery = str(tiny_onnx_model(work / "model")), gallery
             args.index_dir, args.runs_dir = work / "index", work
             args.hub_dir = args.hub_dir or work / "hub"  # the picker's zoo list: an empty hub, not the user's
-        queries = query_images(args.queries or args.gallery or cifar_test_split(),
+        queries = query_images(args.queries or args.gallery or flowers_val_split(),
                                args.clients * args.per_client + args.warmup)
         proc, port = None, None
         load_before = os.getloadavg()

@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
 from zoo.knn import LOO_K  # noqa: E402
 
 log = logging.getLogger("folder_knn")
@@ -68,9 +69,9 @@ def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def train(cfg: Any, out: Path) -> dict[str, Any]:
     from pretrain.trainer import Trainer
 
-    if (out / "metrics.json").exists():
-        return json.loads((out / "metrics.json").read_text())
-    return Trainer(cfg, out, resume=(out / "config.yaml").exists(), progress=False).fit()
+    if RunDir(out).metrics.exists():
+        return json.loads(RunDir(out).metrics.read_text())
+    return Trainer(cfg, out, resume=RunDir(out).config.exists(), progress=False).fit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             run = args.out / f"{method}-s{seed}"
             metrics = train(build_config(args.recipe, method=method, **common), run)
             rows.append({"method": method, "seed": seed, "epochs": metrics["epochs"],
-                         "wall_time_s": metrics["elapsed_s"], **scores(TorchEmbedder(run / "backbone").embed(paths),
+                         "wall_time_s": metrics["elapsed_s"], **scores(TorchEmbedder(RunDir(run).backbone).embed(paths),
                                                                        labels)})
             log.info("%s", rows[-1])
     print(f"\n{args.data}: {len(paths)} images, {len(classes)} classes ({', '.join(classes)}); {cfg.model} at "

@@ -48,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
 from smoke import SMOKE_CONFIG, SMOKE_EPOCHS  # noqa: E402 (benchmarks/ is the script's own folder)
 
 log = logging.getLogger("gpu_sweep")
@@ -208,7 +209,7 @@ def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 def result_of(run: Run, status: str, reason: str | None = None, speed: dict[str, float] | None = None) -> dict:
     """One results.jsonl record."""
-    metrics_path = run.run_dir / "metrics.json"
+    metrics_path = RunDir(run.run_dir).metrics
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     run.poll_rows()
     knn = run.knn()
@@ -253,7 +254,7 @@ def worker(run_dir: Path) -> int:
 
     spec = json.loads((run_dir / "sweep_entry.json").read_text())
     cfg = build_config(spec["recipe"], **spec["config"])
-    Trainer(cfg, run_dir, resume=(run_dir / "config.yaml").exists(), progress=False).fit()
+    Trainer(cfg, run_dir, resume=RunDir(run_dir).config.exists(), progress=False).fit()
     return 0
 
 
@@ -286,7 +287,7 @@ class Sweep:
         config = {**self.common, **entry.overrides, "epochs": epochs}
         (run_dir / "sweep_entry.json").write_text(json.dumps({"recipe": self.args.recipe, "config": config}))
         run = Run(entry, epochs, run_dir)
-        if (run_dir / "metrics.json").exists():  # finished by an earlier call with this --out
+        if RunDir(run_dir).metrics.exists():  # finished by an earlier call with this --out
             self.record(result_of(run, "finished", "reused", self.speed))
             return
         with (run_dir / "worker.log").open("ab") as out:
@@ -304,7 +305,7 @@ class Sweep:
             if code is None:
                 continue
             self.running.remove(run)
-            if code == 0 and (run.run_dir / "metrics.json").exists():
+            if code == 0 and RunDir(run.run_dir).metrics.exists():
                 self.finished.append(run)
                 self.record(result_of(run, "finished", speed=self.speed))
             else:

@@ -30,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import ONNX, ONNX_INT8, RunDir  # noqa: E402
+
 log = logging.getLogger("inference_latency")
 
 MODELS = ("resnet18", "mobilenetv3_large_100")
@@ -44,7 +46,7 @@ def ensure_runs(run_dirs: list[Path], work: Path) -> list[Path]:
     runs = []
     for model in MODELS:
         out = work / model
-        if not (out / "metrics.json").is_file():
+        if not RunDir(out).metrics.is_file():
             log.info("training a tiny %s run into %s", model, out)
             subprocess.run([sys.executable, "-m", "app.cli", "pretrain", *TINY_RUN, "--model", model, "--out", str(out)],
                            check=True, cwd=ROOT)
@@ -57,7 +59,7 @@ def ensure_export(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     from export.pipeline import export_run
     from zoo.edge import ExportNotValidatedError, read_validation
 
-    out = run_dir / "export"
+    out = RunDir(run_dir).export
     try:
         return out, read_validation(out)
     except ExportNotValidatedError:
@@ -75,7 +77,7 @@ def w8a8_variant(run_dir: Path, export_dir: Path, tmp: Path) -> Path:
     calib_list, _ = disjoint_samples(run.train, (opts.calib_images, 0), opts.seed)
     calib, _ = decode_normalized(run.preprocess, calib_list)
     out = tmp / f"{run_dir.name}.w8a8.onnx"
-    quantize_int8(export_dir / "model.onnx", out, calib, activations="8")
+    quantize_int8(export_dir / ONNX, out, calib, activations="8")
     return out
 
 
@@ -97,18 +99,18 @@ def backends(run_dir: Path, export_dir: Path, extra_int8: Path | None, threads: 
     from zoo.timm_files import load_backbone
 
     torch.set_num_threads(threads)
-    model = load_backbone(run_dir / "backbone").eval()
+    model = load_backbone(RunDir(run_dir).backbone).eval()
 
     def torch_run(x: np.ndarray) -> Any:
         with torch.inference_mode():
             return model(torch.from_numpy(x))
 
     out: dict[str, tuple[Callable[[np.ndarray], Any], Path | None]] = {
-        "torch eager fp32": (torch_run, run_dir / "backbone" / "model.safetensors")}
-    files = [("ORT fp32", export_dir / "model.onnx"), ("ORT int8", export_dir / "model.int8.onnx")]
+        "torch eager fp32": (torch_run, RunDir(run_dir).weights)}
+    files = [("ORT fp32", export_dir / ONNX), ("ORT int8", export_dir / ONNX_INT8)]
     if extra_int8 is not None:
         files.append(("ORT int8 W8A8 (not shipped)", extra_int8))
-    pre = EdgeEmbedder(export_dir / "model.onnx").preprocess  # the W8A8 variant has no preprocess.json beside it
+    pre = EdgeEmbedder(export_dir / ONNX).preprocess  # the W8A8 variant has no preprocess.json beside it
     for name, path in files:
         out[name] = (EdgeEmbedder(path, preprocess=pre, threads=threads).run, path)
     return out

@@ -39,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
 from benchmarks.folder_knn import TOP_K, link_class_folders, train  # noqa: E402
 from zoo.knn import LOO_K  # noqa: E402
 
@@ -128,17 +129,24 @@ def smoke_folder(src: Path, dest: Path, per_class: int = 20) -> Path:
     return dest
 
 
+# The bench's numeric options: (flag, default, help).
+NUMBERS: tuple[tuple[str, float | int, str], ...] = (
+    ("--budget", 300.0, "seconds of wall time per trained row"),
+    ("--img-size", 128, "input size of every row but the teacher and the ViT"),
+    ("--teacher-img-size", 160, "the Lite2 teacher's input size"),
+    ("--vit-img-size", 64, "the ViT student's input size"),
+    ("--adapt-lr", 0.003, "SGD rate of the rows that start from the init"),
+    ("--l2sp-weight", 0.01, "L2-SP weight toward the init"),
+    ("--head-warmup-steps", 40, "steps of the LP-FT rows' head alone"),
+    ("--batch-size", 64, "batch size of every trained row"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="a labelled photo folder (label = parent folder)")
-    p.add_argument("--budget", type=float, default=300.0, help="seconds of wall time per trained row")
-    p.add_argument("--img-size", type=int, default=128, help="input size of every row but the teacher and the ViT")
-    p.add_argument("--teacher-img-size", type=int, default=160, help="the Lite2 teacher's input size")
-    p.add_argument("--vit-img-size", type=int, default=64, help="the ViT student's input size")
-    p.add_argument("--adapt-lr", type=float, default=0.003, help="SGD rate of the rows that start from the init")
-    p.add_argument("--l2sp-weight", type=float, default=0.01, help="L2-SP weight toward the init")
-    p.add_argument("--head-warmup-steps", type=int, default=40, help="steps of the LP-FT rows' head alone")
-    p.add_argument("--batch-size", type=int, default=64)
+    for flag, default, help_text in NUMBERS:  # the type is the default's
+        p.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: {default})")
     p.add_argument("--only", default=None, help="comma-separated row slugs to run (default: all)")
     p.add_argument("--no-export", action="store_true", help="skip the exports (no latency column)")
     p.add_argument("--smoke", action="store_true", help="40 photos, a few seconds a row: checks the script")
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         run = args.out / row.slug
         if row.trained:
             metrics = train(cfg, run)
-            embedder = TorchEmbedder(run / "backbone")
+            embedder = TorchEmbedder(RunDir(run).backbone)
             fit = {"epochs": metrics["epochs"], "fit_s": metrics["elapsed_s"]}
         else:
             embedder, fit = TorchEmbedder.of(*starting_backbone(cfg)), {"epochs": 0, "fit_s": 0.0}

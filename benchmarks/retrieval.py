@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.layout import RunDir  # noqa: E402
 from benchmarks.servers import free_port, stop_process, wait_port  # noqa: E402 (after the path set-up)
 
 log = logging.getLogger("retrieval")
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gallery = args.gallery or default_gallery(model.run_dir)
     photos = gallery_images(gallery)
     dim = args.dim or model.dim
-    metrics_file = model.run_dir / "metrics.json" if model.run_dir else None
+    metrics_file = RunDir(model.run_dir).metrics if model.run_dir else None
     m = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
     trained = (f"{m.get('architecture')} {m.get('method')}, {m.get('epochs')} epochs on {m.get('num_images')} "
                f"{m.get('img_size')} px images, kNN top-1 {100 * m['knn_top1']:.1f}%" if m.get("knn_top1") else "")

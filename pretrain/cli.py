@@ -84,7 +84,11 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         from pretrain.continual import inherited_config
 
         base = inherited_config(args.resume_from)
-    return build_config(args.recipe, base=base, **overrides)
+    cfg = build_config(args.recipe, base=base, **overrides)
+    from pretrain.methods import method_class  # (torch: not imported to build the parser, which edge installs use)
+
+    method_class(cfg.method)  # an unknown --method: one line, before any data is read
+    return cfg
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-METHODS = ("effssl", "npid", "simclr", "distill")
 BANK_UPDATES = ("ema", "grad")
 CALIBRATE_VIEWS = ("clean", "augmented")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "aot_eager")
@@ -31,9 +30,10 @@ BANK_DTYPES = ("float32", "bfloat16")  # torch dtype names
 AUGMENTS = ("batched", "per-image")
 REGULARIZERS = (None, "l2sp", "mas")  # None: no regulariser
 OPTIMIZERS = ("sgd", "adamw")
-# Every enumerated option, checked when a config is made (before any data is read).
+# Every enumerated option, checked when a config is made (before any data is read). The methods are the
+# modules of pretrain/methods/ (`pretrain.methods.registry`), checked by `edgezoo pretrain` and the trainer.
 CHOICES: dict[str, tuple[str | None, ...]] = {
-    "method": METHODS, "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
+    "bank_update": BANK_UPDATES, "bank_dtype": BANK_DTYPES, "calibrate_view": CALIBRATE_VIEWS,
     "augment": AUGMENTS, "reg": REGULARIZERS, "compile_mode": COMPILE_MODES, "optimizer": OPTIMIZERS,
 }
 # Defaults a method changes, measured: SEED's loss (distill) stays at chance, log(K + 1), at effssl's lr 1.0; on 256
@@ -270,8 +270,8 @@ HELP: dict[str, str] = {
     "model_args": "timm constructor arguments, a JSON object, e.g. {\"img_size\": 32, \"patch_size\": 4} for a ViT "
                   "at 32 px (written to config.json as timm's model_args)",
     "small_stem": "3x3 stride-1 first conv and no max-pool (resnet/mobilenet/efficientnet) for small inputs",
-    "method": "effssl (this project's method), npid or simclr (baselines), or distill (SEED: learn the embedding "
-              "space of --teacher)",
+    "method": "the SSL method, a module of pretrain/methods/: effssl (this project's), npid, simclr, distill (SEED: "
+              "learn the embedding space of --teacher), or one you add there",
     "proj_hidden_dim": "projector hidden width",
     "proj_dim": "projector output size d (= memory bank width; distill: the teacher's embedding size instead)",
     "proj_out_bn": "BatchNorm without affine on the projector output (centres the features over the batch)",

@@ -100,7 +100,8 @@ def knn_protocol(backbone: nn.Module, train_images: np.ndarray, train_labels: to
 
 def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None, max_train: int | None = None,
                  device: str = "auto") -> dict:
-    """kNN top-1 and RankMe of a finished run's backbone and of its architecture at random init; RUN_DIR/eval.json."""
+    """kNN top-1 and RankMe of a finished run's backbone, of its architecture at random init, and (for an
+    ``--init`` run) of its starting weights untrained, all under one protocol; RUN_DIR/eval.json."""
     run = RunDir(run_dir)
     start = time.perf_counter()
     if not run.config.is_file():
@@ -148,9 +149,14 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
     torch.manual_seed(cfg.seed)
     baseline = protocol(backbone_from_config(backbone_cfg).to(dev))
     result.update({"random_init_knn_top1": baseline["knn_top1"], "random_init_rankme": baseline["rankme"]})
+    if cfg.init:  # a run that started from pretrained weights is worth what it adds to them
+        log.info("the same protocol for the starting weights %s, untrained", cfg.init)
+        started = protocol(starting_backbone(cfg)[0].to(dev))
+        result.update({"init": cfg.init, "init_knn_top1": started["knn_top1"], "init_rankme": started["rankme"]})
     atomic_write_json(run.eval, result)
-    log.info("evaluated in %.0f s: kNN top-1 %s (random init %s), RankMe %.1f (written to %s)",
-             time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]),
+    init = f", {cfg.init} untrained {_pct(result['init_knn_top1'])}" if cfg.init else ""
+    log.info("evaluated in %.0f s: kNN top-1 %s (random init %s%s), RankMe %.1f (written to %s)",
+             time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]), init,
              result["rankme"], run.eval)
     return result
 

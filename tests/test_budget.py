@@ -7,7 +7,6 @@ import json
 import pytest
 
 import math
-import time
 
 from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, fit_last_epoch,
                              evaluations_left, fit_seconds, plan_epochs)

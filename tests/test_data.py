@@ -85,6 +85,25 @@ def test_imagefolder_labels_and_splits(hymenoptera_root):
     assert datasets.eval_spec(str(hymenoptera_root)).endswith(":val")
 
 
+def test_a_photo_set_by_name_is_unpacked_once_from_shared(hymenoptera_root, tmp_path, monkeypatch):
+    """``--data hymenoptera`` (as ``--data cifar10``): prepare.py copies the set into EDGEZOO_DATA once; its train
+    split trains and its val split evaluates; a folder of that name in the working directory still wins."""
+    monkeypatch.setenv("EDGEZOO_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    train = datasets.resolve("hymenoptera")
+    assert train.root == tmp_path / "data" / "hymenoptera" / "train" and train.classes == ["ants", "bees"]
+    assert len(train) == len(datasets.resolve(str(hymenoptera_root)))
+    assert datasets.eval_spec("hymenoptera") == "hymenoptera:val"
+    assert len(datasets.resolve("hymenoptera:val")) == len(list((hymenoptera_root / "val").rglob("*.jpg")))
+    mark = tmp_path / "data" / "hymenoptera" / ".complete"
+    stamp = mark.stat().st_mtime_ns
+    datasets.resolve("hymenoptera")
+    assert mark.stat().st_mtime_ns == stamp  # found, not unpacked again
+    (tmp_path / "hymenoptera" / "x").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "hymenoptera" / "x" / "a.png")
+    assert datasets.resolve("hymenoptera").root.resolve() == tmp_path / "hymenoptera"
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NoImagesError, match="empty"):

@@ -27,7 +27,7 @@ from hubutil import ROOT, fail_validation, run_embeddings, sample_images, tiny_e
 from zoo.card import card_context, render_card
 from zoo.hub import (HubError, PublishRefused, UnknownRepoError, UnknownRevisionError, check_repo_path,
                      next_version)
-from zoo.hub_local import LocalHub, scratch_dir
+from zoo.hub.local import LocalHub, scratch_dir
 from zoo.publish import publish
 from zoo.runfiles import check_run
 from zoo.layout import MANIFEST as MANIFEST_NAME
@@ -195,7 +195,7 @@ def test_tampered_files_fail_the_checksum_and_name_the_file(run, tmp_path):
 # Publishes, and stops for good once every file is staged and stored in git, before the commit is made.
 STALLED_PUBLISH = """
 import sys, time
-from zoo.hub_local import LocalHub
+from zoo.hub.local import LocalHub
 from zoo.publish import publish
 
 write_blobs = LocalHub._write_blobs
@@ -481,7 +481,7 @@ HEADER = {"key": "header", "value": {"summary": "upload", "description": ""}}
 
 
 def test_receiver_commits_all_or_nothing_and_rejects_bad_uploads(tmp_path):
-    from zoo.hub_server import HubReceiver
+    from zoo.hub.server import HubReceiver
 
     with HubReceiver(tmp_path / "hub") as rx:
         ep = rx.endpoint

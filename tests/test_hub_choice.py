@@ -11,13 +11,15 @@ import argparse
 import importlib
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from hubutil import free_port, tiny_exported_run
 from zoo.hub import OfflineError, UnknownRepoError
-from zoo.hub_local import LocalHub
+from zoo.hub.local import LocalHub
 
 TOKEN = "hf_edgezooDummyTokenNeverSent0123"
 HINT = "only --hub hf publishes to the Hugging Face Hub"
@@ -109,7 +111,7 @@ def test_pipeline_publish_stage_publishes_and_skips_on_the_local_hub(run, logged
 
 def test_hub_hf_with_an_unreachable_endpoint_fails_in_one_line_and_stages_nothing(run, logged_in, caplog):
     from app.cli import main
-    from zoo.publish import hf_staging_dir
+    from zoo.hub import HfHub
 
     caplog.set_level(logging.INFO)
     endpoint = os.environ["HF_ENDPOINT"]
@@ -117,7 +119,54 @@ def test_hub_hf_with_an_unreachable_endpoint_fails_in_one_line_and_stages_nothin
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert f"edgezoo/choice-hf: the hub at {endpoint} cannot be reached" in error and "\n" not in error
     assert TOKEN not in caplog.text
-    assert not any(hf_staging_dir().glob("*")) and not logged_in.exists()  # no staging, no local publish either
+    assert not any(HfHub().staging.glob("*")) and not logged_in.exists()  # no staging, no local publish either
+
+
+@pytest.fixture
+def silent_endpoint(logged_in, monkeypatch):
+    """HF_ENDPOINT is a server on 127.0.0.1 that accepts connections and never answers; it stops with the test."""
+    import huggingface_hub.constants as hf_constants
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("EDGEZOO_HUB_TIMEOUT", "1")
+    yield endpoint
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hub_that_never_answers_fails_in_one_line_instead_of_hanging(run, silent_endpoint, caplog):
+    """The Hub client's session has no timeout of its own: a silent server must not hang `publish --hub hf`."""
+    from app.cli import main
+
+    caplog.set_level(logging.INFO)
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(main(["publish", str(run), "--repo", "edgezoo/silent",
+                                                                 "--hub", "hf"])), daemon=True)
+    worker.start()
+    worker.join(120)  # with the bound, about one second; without it, for ever
+    assert not worker.is_alive(), "publish --hub hf hung on a server that never answers"
+    assert codes and codes[0] != 0
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"the hub at {silent_endpoint} cannot be reached" in error and "Timeout" in error, error
 
 
 def test_downloads_read_the_local_hub_first_and_never_upload(run, logged_in, no_http):

@@ -1,6 +1,6 @@
 """Round trip over HTTP with huggingface_hub's real client and no internet.
 
-huggingface_hub's upload client publishes to zoo.hub_server's receiver; olah
+huggingface_hub's upload client publishes to zoo.hub.server's receiver; olah
 serves the same git directory read-only; from_pretrained and plain timm
 download through HF_ENDPOINT, then again with HF_HUB_OFFLINE=1 from the cache.
 The client side runs in subprocesses because huggingface_hub reads HF_ENDPOINT
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from hubutil import free_port, hf_env, olah, run_embeddings, run_python, sample_images, tiny_exported_run
-from zoo.hub_local import LocalHub
+from zoo.hub.local import LocalHub
 from zoo.publish import publish
 
 REPO = "edgezoo/tiny-http"
@@ -98,7 +98,7 @@ def run(tmp_path_factory, cifar_root) -> Path:
 
 
 def test_publish_over_http_then_download_with_olah_and_offline(run, tmp_path, cifar_root):
-    from zoo.hub_server import HubReceiver
+    from zoo.hub.server import HubReceiver
 
     hub_dir, hf_home, empty = tmp_path / "hub", tmp_path / "hf-home", tmp_path / "no-local-hub"
     images = [str(p) for p in sample_images(cifar_root)]

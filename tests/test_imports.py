@@ -6,7 +6,10 @@ and ``from ... import`` statement counts, also those inside functions and under
 still a loop. ``from a.b import c`` is an edge to the module ``a.b.c`` when there is
 one, else to ``a.b``. Importing ``a.b`` runs ``a/__init__.py`` too, but that is not
 drawn as an edge (every submodule would otherwise form a loop with its package).
-Imports by name at run time (``importlib.import_module("...")``) are not seen.
+Imports by name at run time (``importlib.import_module("...")``) are not seen, except
+app/cli.py's: each subcommand's module is named in its ``_Stage(...)`` and loaded by
+name when the parser is built, so those names are edges of app.cli too
+(`named_stage_modules`).
 
 Layers: app -> pretrain, export -> zoo. zoo imports none of the others; pretrain
 and export never import each other; nothing imports app but app.
@@ -62,11 +65,24 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found  # type: ignore[return-value]
 
 
+def named_stage_modules(path: Path = ROOT / "app" / "cli.py") -> dict[str, tuple[str, ...]]:
+    """{module: (its add_*, run_* function names)} of every ``_Stage(name, help, module, add, run)`` in app/cli.py."""
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_Stage":
+            module, add, run = (a.value for a in node.args[2:5])
+            found.setdefault(module, ())
+            found[module] += (add, run)
+    return found
+
+
 @functools.cache
 def import_graph() -> dict[str, frozenset[str]]:
     """{module: the project modules it imports}, read once per session (parsing is most of this test's time)."""
     modules = project_modules()
-    return {name: frozenset(imports_of(name, path, modules)) for name, path in modules.items()}
+    graph = {name: set(imports_of(name, path, modules)) for name, path in modules.items()}
+    graph["app.cli"] |= set(named_stage_modules())
+    return {name: frozenset(targets) for name, targets in graph.items()}
 
 
 def find_cycle(graph: dict[str, frozenset[str]]) -> list[str] | None:
@@ -115,3 +131,17 @@ def test_the_graph_sees_imports_inside_functions_and_from_imports():
     assert "zoo.card" in graph["zoo.publish"]  # from zoo import card
     assert "zoo.datasets" in graph["zoo.public"]  # inside public_path
     assert {"zoo", "pretrain", "export", "app"} <= set(graph)
+
+
+def test_the_subcommands_modules_are_edges_and_define_what_app_cli_names():
+    """app/cli.py's lazy, by-name imports: in the graph above (so a loop or a wrong layer through them is found),
+    and each names a module of the project that defines the functions app/cli.py calls."""
+    named = named_stage_modules()
+    assert {"pretrain.cli", "export.cli", "zoo.cli", "app.pipeline", "app.zoo.cli", "app.demo.cli",
+            "app.embed"} <= set(named)
+    assert set(named) <= import_graph()["app.cli"]
+    modules = project_modules()
+    for module, functions in named.items():
+        assert module in modules, f"app/cli.py names {module}, which is not a module of the project"
+        defined = {n.name for n in ast.parse(modules[module].read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert set(functions) <= defined, f"{module} lacks {sorted(set(functions) - defined)}"

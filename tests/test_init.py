@@ -190,3 +190,28 @@ def test_hf_hub_repos_and_timm_tags_resolve_through_the_hf_cache_offline(lite0_f
         assert all(torch.equal(v, expected[k]) for k, v in backbone.state_dict().items()), spec
     with pytest.raises(EdgezooError, match=r"--init hf-hub:timm/elsewhere: .*not in the local cache"):
         init.describe_init("hf-hub:timm/elsewhere")
+
+
+def test_eval_measures_the_starting_weights_beside_random_init_and_the_card_shows_them(init_run, gallery):
+    """An --init run is worth what it adds to its starting weights: eval.json measures them untrained under the
+    same protocol, and the card and the zoo table show them."""
+    from types import SimpleNamespace
+
+    from pretrain.evaluate import evaluate_run
+    from zoo.card import knn_headline
+    from app.zoo.table import markdown_table, reference_rows
+
+    result = evaluate_run(init_run, eval_data=str(gallery), max_train=40, device="cpu")
+    assert result["init"] == LITE0
+    assert 0.5 <= result["init_knn_top1"] <= 1.0  # ImageNet features tell 40 ants from bees
+    assert result["random_init_knn_top1"] is not None and result["init_knn_top1"] != result["random_init_knn_top1"]
+    assert json.loads(RunDir(init_run).eval.read_text())["init_knn_top1"] == result["init_knn_top1"]
+    headline = knn_headline(SimpleNamespace(evaluation=result, metrics={}, config={}, data={}))
+    assert (headline["init"], headline["init_top1"]) == (LITE0, result["init_knn_top1"])
+
+    row = {"repo_id": "edgezoo/init", "version": "v1", "architecture": "tf_efficientnet_lite0", "img_size": 64,
+           "knn_top1": result["knn_top1"], "init": LITE0, "init_knn_top1": result["init_knn_top1"], "int8_b1_ms": 1.5}
+    (ref,) = reference_rows([row, {"repo_id": "edgezoo/scratch", "architecture": "resnet18", "knn_top1": 0.3}])
+    assert (ref["repo_id"], ref["knn_top1"], ref["int8_b1_ms"], ref["reference"]) == \
+        (LITE0, result["init_knn_top1"], 1.5, True)
+    assert f"| {LITE0}, untrained (reference)" in markdown_table([row])

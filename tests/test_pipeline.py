@@ -31,7 +31,7 @@ def test_first_run_does_every_stage(published):
     assert (run / "metrics.json").is_file() and (run / "eval.json").is_file()
     assert json.loads((run / "export" / "validation.json").read_text())["passed"] is True
     assert first["version"] == "v1" and first["commit"]
-    from zoo.hub_local import LocalHub
+    from zoo.hub.local import LocalHub
 
     assert LocalHub(first["hub_dir"]).refs(repo)["tags"] == {"v1": first["commit"]}
     summary = first["summary"]
@@ -42,7 +42,7 @@ def test_first_run_does_every_stage(published):
 
 def test_second_run_skips_every_stage(published, capsys):
     from app.cli import main
-    from zoo.hub_local import LocalHub
+    from zoo.hub.local import LocalHub
 
     first, repo = published, published["repo_id"]
     run = Path(first["run_dir"])

@@ -43,7 +43,7 @@ def write_spec(path: Path, eval_data: Path, entries: list[dict] = ENTRIES) -> Pa
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory, cifar_root) -> dict:
-    from app.zoo_build import build_zoo, load_spec
+    from app.zoo.build import build_zoo, load_spec
 
     base = tmp_path_factory.mktemp("zoo")
     spec = load_spec(write_spec(base / "tiny.yaml", cifar_test_subset(cifar_root, base / "eval", 10)))
@@ -53,14 +53,14 @@ def zoo(tmp_path_factory, cifar_root) -> dict:
 
 
 def _published(zoo: dict, repo: str, path: str) -> dict:
-    from zoo.hub_local import LocalHub
+    from zoo.hub.local import LocalHub
 
     hub = LocalHub(zoo["hub_dir"])
     return json.loads(hub.read(repo, hub.refs(repo)["tags"]["v1"], path))
 
 
 def test_every_entry_is_built_and_published(zoo):
-    from zoo.hub_local import LocalHub
+    from zoo.hub.local import LocalHub
 
     build, hub = zoo["build"], LocalHub(zoo["hub_dir"])
     assert set(build.results) == {"mnv3-tiny", "vit-tiny"} and not build.failed
@@ -101,8 +101,8 @@ def test_table_rows_are_the_published_files(zoo):
 
 
 def test_a_rebuild_does_nothing(zoo):
-    from app.zoo_build import build_zoo
-    from zoo.hub_local import LocalHub
+    from app.zoo.build import build_zoo
+    from zoo.hub.local import LocalHub
 
     runs = zoo["runs"] / "tiny"
     before, table = _mtimes(runs), zoo["table"].read_text()
@@ -126,7 +126,7 @@ def test_list_table_shows_the_zoo(zoo, capsys):
 
 
 def test_a_changed_entry_gets_its_own_run_dir(tmp_path):
-    from app.zoo_build import load_spec
+    from app.zoo.build import load_spec
 
     first = load_spec(write_spec(tmp_path / "a.yaml", tmp_path))
     changed = [dict(ENTRIES[0], options=dict(ENTRIES[0]["options"], lr=0.1)), ENTRIES[1]]
@@ -142,7 +142,7 @@ def test_a_changed_entry_gets_its_own_run_dir(tmp_path):
     (dict(model="resnet18"), "'name' is required"),
 ])
 def test_a_bad_spec_is_refused_before_any_work(tmp_path, entry, message):
-    from app.zoo_build import load_spec
+    from app.zoo.build import load_spec
     from zoo.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -150,7 +150,7 @@ def test_a_bad_spec_is_refused_before_any_work(tmp_path, entry, message):
 
 
 def test_only_names_entries_of_the_spec(tmp_path):
-    from app.zoo_build import load_spec
+    from app.zoo.build import load_spec
     from zoo.errors import ConfigError
 
     spec = load_spec(write_spec(tmp_path / "a.yaml", tmp_path))
@@ -160,14 +160,22 @@ def test_only_names_entries_of_the_spec(tmp_path):
 
 
 def test_shipped_specs_load():
-    from app.zoo_build import list_specs, load_spec
+    from app.zoo.build import list_specs, load_spec
 
-    assert {"cpu", "gpu"} <= set(list_specs())
-    for name in list_specs():
+    assert {"cpu", "gpu", "photos"} <= set(list_specs())
+    for name in ("cpu", "gpu"):  # the four families on CIFAR-10
         spec = load_spec(name)
         assert len(spec.entries) >= 4, name
         models = {e.model for e in spec.entries}
         assert {"resnet18", "mobilenetv3_large_100"} <= models and any(m.startswith("vit") for m in models), name
+    from app.zoo.build import run_args
+    from pretrain.cli import config_from_args
+
+    photos = load_spec("photos")  # the photo benchmark's winners: an adapted ImageNet init and a distilled student
+    configs = {e.model: config_from_args(run_args(e, Path("."))) for e in photos.entries}
+    assert configs["tf_efficientnet_lite0"].init == "tf_efficientnet_lite0.in1k"
+    student = configs["mobilenetv3_small_100"]
+    assert (student.method, student.init, student.teacher) == ("distill", None, "tf_efficientnet_lite2.in1k")
 
 
 @pytest.mark.parametrize("spec_hub, flags, where", [
@@ -180,7 +188,7 @@ def test_a_spec_may_say_which_hub_and_the_flags_win(tmp_path, monkeypatch, spec_
     """`hub: hf` in a spec publishes (and lists) there; publish and table ask the same hub. Nothing is built."""
     import app.pipeline
     import zoo.catalog
-    from app.zoo_build import build_zoo, load_spec
+    from app.zoo.build import build_zoo, load_spec
     from zoo.hub import choose_hub
 
     path = write_spec(tmp_path / "a.yaml", tmp_path, ENTRIES[:1])
@@ -201,7 +209,7 @@ def test_a_spec_may_say_which_hub_and_the_flags_win(tmp_path, monkeypatch, spec_
 
 
 def test_a_spec_with_an_unknown_hub_is_refused(tmp_path):
-    from app.zoo_build import load_spec
+    from app.zoo.build import load_spec
     from zoo.errors import ConfigError
 
     path = write_spec(tmp_path / "a.yaml", tmp_path, ENTRIES[:1])

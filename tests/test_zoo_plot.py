@@ -1,4 +1,4 @@
-"""zoo.zoo_plot: the Pareto front of the zoo table's rows, and the accuracy-vs-latency PNG drawn from them."""
+"""app.zoo.plot: the Pareto front of the zoo table's rows, and the accuracy-vs-latency PNG drawn from them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.zoo_plot import pareto_front, plot_zoo
+from app.zoo.plot import pareto_front, plot_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def test_plot_zoo_figure_axes_labels_and_random_init(tmp_path):
     """Log latency axis only past a 4x span; every plotted model labelled; one line per random-init kNN."""
     from matplotlib.collections import LineCollection
 
-    from zoo.zoo_plot import _zoo_figure
+    from app.zoo.plot import _zoo_figure
 
     ax = _zoo_figure(ZOO, "zoo").axes[0]
     assert ax.get_xscale() == "log"
@@ -96,7 +96,7 @@ def test_plot_zoo_figure_axes_labels_and_random_init(tmp_path):
 
 def test_rows_without_latency_or_accuracy_are_skipped_and_none_left_is_an_error(tmp_path, caplog):
     rows = [*ZOO, _row("unmeasured", None, 0.7), _row("unevaluated", 1.0, None)]
-    with caplog.at_level(logging.WARNING, logger="zoo.zoo_plot"):
+    with caplog.at_level(logging.WARNING, logger="app.zoo.plot"):
         assert plot_zoo(rows, tmp_path / "zoo.png").is_file()
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "unmeasured" in warned and "unevaluated" in warned and "resnet" not in warned
@@ -112,7 +112,7 @@ def test_module_imports_and_computes_the_front_without_matplotlib():
 import sys
 sys.modules["matplotlib"] = None  # any `import matplotlib` now fails
 from zoo.errors import MissingDependencyError
-from zoo.zoo_plot import pareto_front, plot_zoo
+from app.zoo.plot import pareto_front, plot_zoo
 assert pareto_front([{"int8_b1_ms": 1.0, "knn_top1": 0.5}, {"int8_b1_ms": 2.0, "knn_top1": 0.4}]) == [0]
 try:
     plot_zoo([{"int8_b1_ms": 1.0, "knn_top1": 0.5}], "never.png")

@@ -159,6 +159,12 @@ def register_with_timm() -> None:
     ``import zoo`` calls this, so plain ``timm.create_model("hf-hub:org/name")`` finds
     ``*_smallstem`` whether timm or zoo was imported first, while zoo itself never imports
     timm (edge installs have no torch).
+
+    Why a sys.meta_path entry: timm 1.0 has no plugin mechanism for architectures (no entry
+    points; `register_model` needs timm imported), and ResNet's constructor has no argument for
+    a stride-1 3x3 stem without the max-pool (its ``stem_type`` only deepens the stem), so a
+    published ``*_smallstem`` repo can only load after this registration. The entry is
+    one-shot: it removes itself once timm's import has run, and never imports timm itself.
     """
     if "timm" in sys.modules:
         if sys.modules["timm"] is not None:  # None: the caller has blocked timm on purpose

@@ -242,18 +242,20 @@ def knn_headline(run: "RunFiles") -> dict[str, Any]:
     """The card's one kNN figure and its protocol: `edgezoo eval`'s (eval.json) when the run has a current
     one, else training's last evaluation (metrics.json, whose test-set size is not recorded).
 
-    The random-init baseline is shown only from eval.json, where it is measured under the same protocol.
+    The random-init baseline (and an ``--init`` run's untrained starting weights) are shown only from eval.json,
+    where they are measured under the same protocol.
     """
     ev, m, cfg = run.evaluation or {}, run.metrics, run.config
     if ev.get("knn_top1") is not None:
         hub_id, name, split = _named_source(ev.get("test"))
         return {"top1": ev["knn_top1"], "k": ev.get("k"), "t": ev.get("t"), "bank": ev.get("num_train"),
                 "test": ev.get("num_test"), "rankme": ev.get("rankme", m.get("rankme")), "source": "training/eval.json",
-                "random_init": ev.get(RANDOM_INIT_KEY), "dataset": {"hub_id": hub_id, "name": name, "split": split}}
+                "random_init": ev.get(RANDOM_INIT_KEY), "init": ev.get("init"), "init_top1": ev.get("init_knn_top1"),
+                "dataset": {"hub_id": hub_id, "name": name, "split": split}}
     data = dataset_info(cfg, run.data)
     return {"top1": m.get("knn_top1"), "k": cfg.get("knn_k"), "t": cfg.get("knn_t"),
             "bank": m.get("knn_bank") or cfg.get("eval_max_train"), "test": None, "rankme": m.get("rankme"),
-            "source": "training/metrics.json", "random_init": None,
+            "source": "training/metrics.json", "random_init": None, "init": None, "init_top1": None,
             "dataset": {"hub_id": data["eval_hub_id"], "name": data["eval_name"], "split": data["eval_split"]}}
 
 

@@ -3,7 +3,7 @@
 Each row is read from the repository's own files at its latest version
 (config.json, training/metrics.json, training/eval.json, onnx/validation.json), on
 the local hub or the Hugging Face Hub (models tagged ``edgezoo``), so the index and
-the zoo table (zoo/zoo_table.py) cannot drift from what was published. torch-free.
+the zoo table (app/zoo/table.py) cannot drift from what was published. torch-free.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.hub import DEFAULT_BRANCH, VERSION_RE, choose_hub, hf_errors_to_hub_errors, latest_version
-from zoo.hub_local import LocalHub, local_hub_dir
+from zoo.hub import VERSION_RE, latest_version, open_hub
 from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, REPO_EVAL, REPO_METRICS, REPO_VALIDATION
 
 _INDEX_FILES = (BACKBONE_CONFIG, REPO_METRICS, REPO_EVAL, REPO_VALIDATION)
@@ -62,6 +61,8 @@ def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | 
         "img_size": metrics.get("img_size"), "embed_dim": config.get("embed_dim"),
         "knn_top1": evaluation.get("knn_top1", metrics.get("knn_top1")),
         "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
+        "init": evaluation.get("init"), "init_knn_top1": evaluation.get("init_knn_top1"),
+        "init_rankme": evaluation.get("init_rankme"),
         "rankme": evaluation.get("rankme", metrics.get("rankme")),
         "params_m": complexity["params"] / 1e6 if "params" in complexity else None, "gmacs": complexity.get("gmacs"),
         "fp32_b1_ms": _latency(validation, "ort_fp32", 1), "int8_b1_ms": _latency(validation, "ort_int8", 1),
@@ -76,36 +77,13 @@ def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | 
     }
 
 
-def list_local(hub_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    hub = LocalHub(local_hub_dir(hub_dir))
-    rows = []
-    for repo_id in hub.list_repos():
-        tags = hub.refs(repo_id)["tags"]
-        latest = latest_version(tags)
-        commit = tags[latest] if latest else hub.resolve(repo_id)
-        if commit is not None:  # else created but never published
-            rows.append(_index_row(repo_id, list(tags), partial(hub.read, repo_id, commit)))
-    return rows
-
-
-def list_hf(author: str | None = None) -> list[dict[str, Any]]:
-    """edgezoo models on the Hugging Face Hub (tag ``edgezoo``), with their metrics files."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    def read(repo_id: str, revision: str, path: str) -> str:
-        return Path(hf_hub_download(repo_id, path, revision=revision)).read_text()
-
-    api = HfApi()
-    rows = []
-    try:
-        for info in api.list_models(filter="edgezoo", author=author):
-            tags = [t.name for t in api.list_repo_refs(info.id).tags]
-            rows.append(_index_row(info.id, tags, partial(read, info.id, latest_version(tags) or DEFAULT_BRANCH)))
-    except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
-        raise hf_errors_to_hub_errors(exc, author or "edgezoo models", None) from exc
-    return rows
-
-
 def list_models(hub: str | None = None, hub_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The zoo's index: every published model of the hub publishing would use (the local one unless `hub` is 'hf')."""
-    return list_hf() if choose_hub(hub, hub_dir) == "hf" else list_local(hub_dir)
+    target = open_hub(hub, hub_dir)
+    rows = []
+    for repo_id in target.list_repos():
+        tags = target.tags(repo_id)
+        latest = latest_version(tags)
+        if latest is not None:  # else created but never published
+            rows.append(_index_row(repo_id, list(tags), partial(target.read, repo_id, tags[latest])))
+    return rows

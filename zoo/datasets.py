@@ -1,13 +1,14 @@
-"""Image sources: ImageFolder trees, flat or nested folders, and CIFAR-10 by name.
+"""Image sources: ImageFolder trees, flat or nested folders, and the shared sets by name.
 
 Torch-free, so pretraining, export (calibration and validation images) and the
 demo (galleries) resolve a source the same way from what a RUN_DIR records.
 
-A source spec is a path or ``cifar10``, optionally with a split: ``cifar10:test``,
-``PATH:val``. A folder with a ``train/`` subfolder is a dataset root: its
-``train`` split trains and ``test`` (or ``val``) evaluates. A folder whose images
-all sit in first-level subfolders is labelled by subfolder; anything else is
-unlabelled.
+A source spec is a path or a name of NAMED_SETS (``cifar10``, ``flowers``,
+``hymenoptera``: unpacked once from ../shared/datasets into ./data or EDGEZOO_DATA),
+optionally with a split: ``cifar10:test``, ``flowers:val``, ``PATH:val``. A folder
+with a ``train/`` subfolder is a dataset root: its ``train`` split trains and
+``test`` (or ``val``) evaluates. A folder whose images all sit in first-level
+subfolders is labelled by subfolder; anything else is unlabelled.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from zoo.images import NoImagesError, SkipReport, decode_many, find_images, inte
 log = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("test", "val", "valid", "validation")
+# The sets ../shared/datasets/prepare.py unpacks, usable by name (``--data flowers``).
+NAMED_SETS = ("cifar10", "flowers", "hymenoptera")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -69,25 +72,46 @@ def shared_datasets() -> Path | None:
     return None
 
 
-def find_cifar10(download: bool = True) -> Path:
-    """A CIFAR-10 ImageFolder root (train/ and test/), provisioning one if needed.
+def is_named(spec: str) -> bool:
+    """A bare name of NAMED_SETS (``flowers``, ``cifar10:test``) that is not also a folder here."""
+    base = split_spec(spec)[0]
+    return base.lower() in NAMED_SETS and (base.lower() == "cifar10" or not Path(base).exists())
 
-    Looks in EDGEZOO_DATA and ./data; else unpacks ../shared/datasets with its
-    prepare.py into the first of those; else downloads with torchvision.
+
+def _complete(root: Path, name: str) -> bool:
+    """prepare.py's marks: one per split for CIFAR-10, one for the whole tree for the photo sets."""
+    marks = (root / "train" / ".complete", root / "test" / ".complete") if name == "cifar10" else (root / ".complete",)
+    return all(m.exists() for m in marks)
+
+
+def find_named(name: str, download: bool = True) -> Path:
+    """The ImageFolder root (train/ and test/ or val/) of a named set, provisioning it if needed.
+
+    Looks in EDGEZOO_DATA and ./data; else unpacks it from ../shared/datasets with its prepare.py into
+    the first of those; else (CIFAR-10 only, when `download`) downloads it with torchvision.
     """
+    name = name.lower()
+    if name not in NAMED_SETS:
+        raise NoImagesError(f"unknown dataset name {name!r}: expected a folder or one of {', '.join(NAMED_SETS)}")
     for d in data_dirs():
-        if (d / "cifar10" / "train" / ".complete").exists() and (d / "cifar10" / "test" / ".complete").exists():
-            return d / "cifar10"
+        if _complete(d / name, name):
+            return d / name
     dest = data_dirs()[0]
     shared = shared_datasets()
     if shared is not None:
-        log.info("unpacking CIFAR-10 from %s into %s", shared, dest)
+        log.info("unpacking %s from %s into %s", name, shared, dest)
         dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(shared / "prepare.py"), str(dest), "--only", "cifar10"], check=True)
-        return dest / "cifar10"
-    if download:
+        subprocess.run([sys.executable, str(shared / "prepare.py"), str(dest), "--only", name], check=True)
+        return dest / name
+    if download and name == "cifar10":
         return _download_cifar10(dest)
-    raise NoImagesError("CIFAR-10 not found: set EDGEZOO_DATA or put it under ./data/cifar10/{train,test}")
+    raise NoImagesError(f"{name} not found: set EDGEZOO_DATA to a folder holding {name}/ (prepare.py's layout) "
+                        "or pass the dataset's folder")
+
+
+def find_cifar10(download: bool = True) -> Path:
+    """A CIFAR-10 ImageFolder root (train/ and test/), provisioning one if needed (`find_named`)."""
+    return find_named("cifar10", download)
 
 
 def _download_cifar10(dest: Path) -> Path:
@@ -115,9 +139,9 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def dataset_root(spec: str) -> Path:
+def dataset_root(spec: str, download: bool = True) -> Path:
     base, _ = split_spec(spec)
-    return find_cifar10() if base.lower() == "cifar10" else Path(base).expanduser()
+    return find_named(base, download) if is_named(spec) else Path(base).expanduser()
 
 
 def resolve(spec: str) -> ImageList:

@@ -100,13 +100,30 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
     return report
 
 
+def current_export(run: RunDir) -> dict[str, Any]:
+    """The validation report of a RUN_DIR's export that is current; raises ExportNotValidatedError saying why not.
+
+    The one rule of the export stage (redo unless current) and of publishing (refuse unless current): a
+    validation.json that passed and still vouches for the files, and both ONNX models present and not older
+    than the weights.
+    """
+    if not run.validation.is_file():
+        raise ExportNotValidatedError(f"no validated export ({run.rel(run.validation)} missing): run `edgezoo "
+                                      f"export {run.path}` first")
+    report = read_validation(run.export)
+    for path in (run.onnx, run.onnx_int8):
+        if not path.is_file():
+            raise ExportNotValidatedError(f"{run.rel(path)} is missing")
+        if not run.newer_than_weights(path):
+            raise ExportNotValidatedError(f"{run.rel(path)} is older than {run.rel(run.weights)}: re-run "
+                                          "`edgezoo export`")
+    return report
+
+
 def export_fresh(run: RunDir) -> bool:
-    """The export stage's rule (zoo.layout): a passed validation.json that still vouches for the files, and
-    an fp32 model not older than the weights."""
-    if not run.newer_than_weights(run.onnx):
-        return False
+    """`current_export` as the export stage asks it: True when there is nothing to redo."""
     try:
-        read_validation(run.export)
+        current_export(run)
     except ExportNotValidatedError as exc:
         log.info("export needs redoing: %s", exc)
         return False

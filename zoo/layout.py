@@ -30,9 +30,10 @@ RUN_DIR/                        written by              holds
 Complete / stale, per stage (`RunDir`):
   pretrain  complete: metrics.json; resumable: checkpoint.pt without it; anything else: start afresh
   evaluate  fresh: eval.json not older than the weights
-  export    fresh: validation.json passed, still matches the files (`zoo.edge.read_validation`) and model.onnx
-            is not older than the weights (`zoo.edge.export_fresh`, beside the validation.json reader)
-  publish   done when a hub version's manifest.json lists these weights' sha256 (app/pipeline.py asks the hub)
+  export    current: validation.json passed, still matches the files (`zoo.edge.read_validation`), and both
+            ONNX models are there and not older than the weights (`zoo.edge.current_export`, beside the
+            validation.json reader); the export stage redoes, and publishing refuses, an export that is not
+  publish   done when a hub version's manifest.json lists these weights' sha256 (`zoo.publish.published_version`)
 
 The published repository (org/name, one git tag per version), made from a RUN_DIR by
 zoo/publish.py: `REPO_FILES` (always) and `OPTIONAL_REPO_FILES` (when the run has
@@ -127,6 +128,10 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    def rel(self, path: Path) -> str:
+        """`path` relative to the RUN_DIR, as messages name it."""
+        return path.relative_to(self.path).as_posix()
 
     # predicates
     def pretrain_state(self) -> str:

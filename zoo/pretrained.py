@@ -17,130 +17,22 @@ an ONNX model: "auto" then loads it with onnx, and "torch" refuses it (VariantEr
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
-from zoo.hub import (DEFAULT_BRANCH, HubError, OfflineError, UnknownRepoError, UnknownRevisionError, check_repo_id,
-                     hf_configured, hf_errors_to_hub_errors, named_hub)
-from zoo.hub_local import LocalHub, local_hub_dir
-from zoo.layout import BACKBONE_CONFIG, MANIFEST, ONNX_VARIANTS, REPO_PREPROCESS, TORCH_FILES
-from zoo.manifest import ChecksumError, read_manifest, verify_folder
+from zoo.hub import HubError, fetch
+from zoo.layout import BACKBONE_CONFIG, ONNX_VARIANTS, REPO_PREPROCESS, TORCH_FILES
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Verified files of one published revision on local disk."""
-
-    folder: Path
-    repo_id: str
-    revision: str
-    commit: str
-    source: str
-    manifest: dict[str, Any] = field(repr=False)
-
-
-def _snapshot_cache() -> Path:
-    from zoo.datasets import cache_dir
-
-    return cache_dir() / "snapshots"
-
-
-def _fetch_local(hub: LocalHub, repo_id: str, revision: str | None, files: Sequence[str],
-                 optional: Sequence[str]) -> Snapshot:
-    commit = hub.resolve(repo_id, revision)
-    if commit is None:
-        tags = sorted(hub.refs(repo_id)["tags"])
-        raise UnknownRevisionError(f"{repo_id}: no revision {revision!r} in the local hub {hub.root} "
-                                   f"(versions: {', '.join(tags) or 'none'})")
-    tree = set(hub.files(repo_id, commit))
-    missing = [p for p in (MANIFEST, *files) if p not in tree]
-    if missing:
-        raise ChecksumError(f"{repo_id}@{revision or DEFAULT_BRANCH}: {', '.join(missing)} not in the repository "
-                            "(not an edgezoo repository); refusing unverified files")
-    files = [*files, *(p for p in optional if p in tree)]
-    folder = _snapshot_cache() / repo_id / commit
-    try:
-        manifest = read_manifest(folder / MANIFEST)
-        verify_folder(folder, manifest, files)
-    except ChecksumError:  # not checked out yet, or the cached copy was damaged: (re)write it from git
-        hub.checkout(repo_id, commit, folder, [MANIFEST, *files])
-        manifest = read_manifest(folder / MANIFEST)
-        verify_folder(folder, manifest, files)  # now a mismatch means the repository itself was tampered with
-    return Snapshot(folder, repo_id, manifest.get("version") or revision or DEFAULT_BRANCH, commit, "local", manifest)
-
-
-def _fetch_hf(repo_id: str, revision: str | None, files: Sequence[str], optional: Sequence[str]) -> Snapshot:
-    from huggingface_hub import snapshot_download
-
-    rev = revision or DEFAULT_BRANCH  # explicit: some mirrors (olah) answer model_info only with a revision
-    try:
-        folder = Path(snapshot_download(repo_id, revision=rev, repo_type="model",
-                                        allow_patterns=[MANIFEST, *files, *optional]))
-    except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear line
-        error = hf_errors_to_hub_errors(exc, repo_id, rev)
-        if isinstance(error, UnknownRepoError) and revision is not None:
-            error = _unknown_revision_or(error, repo_id, rev)
-        raise error from exc
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise ChecksumError(f"{repo_id}@{rev}: no {MANIFEST}; not an edgezoo repository, refusing unverified "
-                            "weights")
-    manifest = read_manifest(manifest_path)
-    verify_folder(folder, manifest, [*files, *(p for p in optional if p in manifest["files"])])
-    return Snapshot(folder, repo_id, manifest.get("version") or rev, folder.name, "hf", manifest)
-
-
-def _unknown_revision_or(error: HubError, repo_id: str, revision: str) -> HubError:
-    """Some servers (olah) answer an unknown revision as an unknown repo: tell the two apart by the refs."""
-    from huggingface_hub import HfApi
-
-    try:
-        refs = HfApi().list_repo_refs(repo_id)
-    except Exception:  # noqa: BLE001 - the repo really is unknown (or unreachable): keep the first answer
-        return error
-    versions = sorted(t.name for t in refs.tags)
-    return UnknownRevisionError(f"{repo_id}: no revision {revision!r} on the hub (versions: "
-                                f"{', '.join(versions) or 'none'})")
-
-
-def fetch(repo_id: str, files: Sequence[str], revision: str | None = None, *, optional: Sequence[str] = (),
-          hub: str | None = None, hub_dir: str | Path | None = None) -> Snapshot:
-    """Download (or check out) `files` (and `optional` ones the repo has) of `repo_id` at `revision`,
-    verified against manifest.json."""
-    check_repo_id(repo_id)
-    hub = named_hub(hub)  # checked; a hub_dir alone only says where the local hub is: the Hub stays a fallback
-    local = LocalHub(local_hub_dir(hub_dir))
-    if hub == "local" or (hub is None and local.exists(repo_id)):
-        local.require(repo_id)
-        return _fetch_local(local, repo_id, revision, files, optional)
-    try:
-        return _fetch_hf(repo_id, revision, files, optional)
-    except OfflineError as exc:
-        if hub is None and not hf_configured():
-            # No Hub is configured: the local hub is this machine's hub and lacks the repo; the Hub was only a
-            # fallback, and "download it once while online" would send a typo looking for a network.
-            raise _not_in_local_hub(local, repo_id) from exc
-        raise
-
-
-def _not_in_local_hub(local: LocalHub, repo_id: str) -> UnknownRepoError:
-    """A repo that neither the local hub nor the Hugging Face cache has (and the Hub cannot be asked)."""
-    close = difflib.get_close_matches(repo_id, local.list_repos(), n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return UnknownRepoError(f"{repo_id}: no such repository in the local hub {local.root}{hint}; not in the "
-                            "Hugging Face cache either, and the Hub cannot be reached to look there")
 
 
 # --- embedders ------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Publishing a RUN_DIR: the repository staged from the run (the card rendered from its files), then pushed.
 
 One commit and a new version tag (default: the next ``vN``; versions are
-immutable) on the hub `zoo.hub.choose_hub` picks: the local hub (`zoo.hub_local`)
-unless ``hub="hf"`` asks for the Hugging Face Hub (create_repo, one upload_folder
-commit, create_tag); a configured token alone never sends anything there.
+immutable) on the hub `zoo.hub.open_hub` picks: the local hub (`zoo.hub.local`)
+unless ``hub="hf"`` asks for the Hugging Face Hub (`zoo.hub.hf`); a configured
+token alone never sends anything there. `published_version` finds the version
+that already holds a run (what `edgezoo run` skips on).
 Published configs and reports go through `zoo.public`, so no local path is
 published. torch-free.
 """
@@ -18,16 +19,20 @@ from pathlib import Path
 from typing import Iterable
 
 from zoo import card
-from zoo.hub import (HubError, PublishRefused, RefExistsError, check_ref_name, check_repo_id, choose_hub,
-                     default_hub_note, hf_errors_to_hub_errors, next_version)
-from zoo.hub_local import LocalHub, local_hub_dir, scratch_dir
-from zoo.layout import (BACKBONE_CONFIG, CARD, LINEAGE, OPTIONAL_REPO_FILES, REPO_CONFIG, REPO_EVAL, REPO_FILES,
-                        REPO_VALIDATION)
-from zoo.manifest import write_manifest
+from zoo.hub import (VERSION_RE, PublishRefused, RefExistsError, check_ref_name, check_repo_id, default_hub_note,
+                     next_version, open_hub)
+from zoo.hub.local import scratch_dir
+from zoo.layout import (BACKBONE_CONFIG, CARD, LINEAGE, MANIFEST, OPTIONAL_REPO_FILES, REPO_CONFIG, REPO_EVAL,
+                        REPO_FILES, REPO_VALIDATION)
+from zoo.manifest import sha256_file, write_manifest
 from zoo.public import public_json
 from zoo.runfiles import RunFiles, check_run
 
 log = logging.getLogger(__name__)
+
+# A published version holds a run when its manifest lists these files with the run's sha256 (JSON files are
+# rewritten for the public, so they do not count).
+_WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".ort")
 
 
 @dataclass(frozen=True)
@@ -84,64 +89,46 @@ def _repo_size(folder: Path) -> tuple[dict[str, Path], int]:
     return files, sum(p.stat().st_size for p in files.values())
 
 
-def _publish_local(run: RunFiles, repo_id: str, version: str | None, hub_dir: str | Path | None,
-                   message: str) -> PublishResult:
-    hub = LocalHub(local_hub_dir(hub_dir))
-    if hub.create(repo_id):
-        log.info("created %s in the local hub %s", repo_id, hub.root)
-    version = _pick_version(version, hub.refs(repo_id)["tags"], repo_id)
-    with scratch_dir(hub.staging) as tmp:
-        staged = stage_repo(run, repo_id, version, tmp / "repo", hub="local")
-        files, size = _repo_size(staged)
-        try:
-            sha = hub.commit(repo_id, files, message=f"{message} {version}", replace=True, tag=version)
-        except RefExistsError as exc:
-            raise PublishRefused(f"{repo_id}: version {version} was published meanwhile ({exc})") from exc
-    return PublishResult(repo_id, version, sha, "local", str(hub.repo_dir(repo_id)), len(files), size)
-
-
-def hf_staging_dir() -> Path:
-    """Where publishes to the Hugging Face Hub stage the repository: ``<edgezoo cache>/staging``."""
-    from zoo.datasets import cache_dir
-
-    return cache_dir() / "staging"
-
-
-def _publish_hf(run: RunFiles, repo_id: str, version: str | None, message: str) -> PublishResult:
-    from huggingface_hub import HfApi, constants
-
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        version = _pick_version(version, [t.name for t in api.list_repo_refs(repo_id).tags], repo_id)
-        with scratch_dir(hf_staging_dir()) as tmp:
-            staged = stage_repo(run, repo_id, version, tmp / "repo", hub="hf")
-            files, size = _repo_size(staged)
-            info = api.upload_folder(repo_id=repo_id, folder_path=staged, repo_type="model",
-                                     commit_message=f"{message} {version}")
-        api.create_tag(repo_id, tag=version, revision=info.oid, repo_type="model")
-    except HubError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - client errors become one line, token scrubbed
-        raise hf_errors_to_hub_errors(exc, repo_id, version) from exc
-    return PublishResult(repo_id, version, info.oid, "hf", f"{constants.ENDPOINT}/{repo_id}", len(files), size)
-
-
 def publish(run_dir: str | Path, repo_id: str, *, version: str | None = None, hub: str | None = None,
             hub_dir: str | Path | None = None) -> PublishResult:
     """Publish a finished, exported RUN_DIR as one commit + a version tag (default: the next vN)."""
     check_repo_id(repo_id)
     run = check_run(run_dir)
-    target = choose_hub(hub, hub_dir)
+    target = open_hub(hub, hub_dir)
     note = default_hub_note(hub, hub_dir, "publishes to")  # a logged-in user may expect the Hub
     if note:
-        log.info("publishing %s to the local hub %s: %s", repo_id, local_hub_dir(hub_dir), note)
+        log.info("publishing %s to %s: %s", repo_id, target.describe(), note)
     message = f"edgezoo: {run.metrics.get('architecture')} {run.metrics.get('method')}"
-    if target == "hf":
-        result = _publish_hf(run, repo_id, version, message)
-    else:
-        result = _publish_local(run, repo_id, version, hub_dir, message)
-    log.info("published %s %s (%d files, %.1f MB) to %s %s", result.repo_id, result.version, result.files,
-             result.bytes / 1e6, "the Hugging Face Hub at" if result.hub == "hf" else "the local hub in",
-             result.location)
+    version = _pick_version(version, target.tags(repo_id), repo_id)
+    with scratch_dir(target.staging) as tmp:
+        staged = stage_repo(run, repo_id, version, tmp / "repo", hub=target.kind)
+        files, size = _repo_size(staged)
+        try:
+            sha = target.publish_folder(repo_id, staged, version, f"{message} {version}")
+        except RefExistsError as exc:
+            raise PublishRefused(f"{repo_id}: version {version} was published meanwhile ({exc})") from exc
+    result = PublishResult(repo_id, version, sha, target.kind, target.location(repo_id), len(files), size)
+    log.info("published %s %s (%d files, %.1f MB) to %s", result.repo_id, result.version, result.files,
+             result.bytes / 1e6, target.describe(repo_id))
     return result
+
+
+def published_version(run_dir: str | Path, repo_id: str, *, version: str | None = None, hub: str | None = None,
+                      hub_dir: str | Path | None = None) -> tuple[str, str] | None:
+    """(version, commit) of a published version holding exactly this run's weights and ONNX models (same
+    sha256 in its manifest), newest first; None when there is none (or no such repository yet)."""
+    run_dir = Path(run_dir)
+    target = open_hub(hub, hub_dir)
+    hashes = {repo: sha256_file(run_dir / rel) for repo, rel in REPO_FILES.items() if repo.endswith(_WEIGHT_SUFFIXES)}
+    tags = target.tags(repo_id)
+    candidates = [version] if version else sorted((t for t in tags if VERSION_RE.match(t)), key=lambda t: -int(t[1:]))
+    for tag in candidates:
+        if tag not in tags:
+            continue
+        try:
+            listed = (json.loads(target.read(repo_id, tags[tag], MANIFEST) or b"{}").get("files")) or {}
+        except ValueError:  # an unreadable manifest is not a match
+            continue
+        if all(listed.get(repo, {}).get("sha256") == sha for repo, sha in hashes.items()):
+            return tag, tags[tag]
+    return None

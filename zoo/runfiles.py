@@ -54,28 +54,14 @@ def _read_json(path: Path, run_dir: Path) -> Any:
         raise _refuse(run_dir, f"{path.relative_to(run_dir)} is unreadable ({exc})") from exc
 
 
-def _rel(run: RunDir, path: Path) -> str:
-    return path.relative_to(run.path).as_posix()
-
-
 def _check_export(run: RunDir) -> dict[str, Any]:
-    """A passed validation.json whose files are unchanged since validation, and newer than the weights."""
-    from zoo.edge import ExportNotValidatedError, read_validation
+    """The export's validation report, when the export is current (`zoo.edge.current_export`)."""
+    from zoo.edge import ExportNotValidatedError, current_export
 
-    if not run.validation.is_file():
-        raise _refuse(run.path, f"no validated export ({_rel(run, run.validation)} missing): run `edgezoo export "
-                                f"{run.path}` first")
     try:
-        validation = read_validation(run.export)
+        return current_export(run)
     except ExportNotValidatedError as exc:
         raise _refuse(run.path, str(exc)) from exc
-    for path in (run.onnx, run.onnx_int8):
-        if not path.is_file():
-            raise _refuse(run.path, f"{_rel(run, path)} is missing")
-        if not run.newer_than_weights(path):
-            raise _refuse(run.path, f"{_rel(run, path)} is older than {_rel(run, run.weights)}: re-run "
-                                    "`edgezoo export`")
-    return validation
 
 
 def check_run(run_dir: str | Path) -> RunFiles:
@@ -106,7 +92,7 @@ def check_run(run_dir: str | Path) -> RunFiles:
     metrics = _read_json(run.metrics, run_dir)
     backbone_config = _read_json(run.backbone_config, run_dir)
     if metrics.get("embed_dim") != backbone_config.get("embed_dim"):
-        raise _refuse(run_dir, f"{METRICS} embed_dim {metrics.get('embed_dim')} != {_rel(run, run.backbone_config)} "
+        raise _refuse(run_dir, f"{METRICS} embed_dim {metrics.get('embed_dim')} != {run.rel(run.backbone_config)} "
                                f"{backbone_config.get('embed_dim')}")
     with open(run.log, newline="") as fh:
         log_rows = list(csv.DictReader(fh))
@@ -124,7 +110,7 @@ def _fresh_evaluation(run: RunDir) -> dict[str, Any] | None:
     if not run.eval.is_file():
         return None
     if not run.evaluation_fresh():
-        log.warning("%s is older than %s: not used (re-run `edgezoo eval %s`)", run.eval, _rel(run, run.weights),
+        log.warning("%s is older than %s: not used (re-run `edgezoo eval %s`)", run.eval, run.rel(run.weights),
                     run.path)
         return None
     return _read_json(run.eval, run.path)

@@ -139,7 +139,7 @@ def model_choices(current: str, runs_dir: Path | None = None, hub: str | None = 
     except EdgezooError as exc:  # an unreachable hub only shortens the list
         log.warning("the zoo's index is unavailable: %s", exc)
         rows = []
-    from zoo.zoo_table import row_summary, sort_rows
+    from app.zoo.table import row_summary, sort_rows
 
     for row in sort_rows(rows):  # the zoo table's order and numbers: best kNN first
         if row.get("version"):
@@ -185,9 +185,9 @@ def _local_eval_split(data: str) -> Path | None:
     from zoo.images import NoImagesError
 
     try:
-        if data.lower() == "cifar10":
-            return datasets.find_cifar10(download=False) / "test"
-        spec = datasets.eval_spec(data) if Path(data).expanduser().is_dir() else None
+        if datasets.is_named(data):
+            datasets.dataset_root(data, download=False)  # unpacked from ../shared when not here yet, never downloaded
+        spec = datasets.eval_spec(data) if datasets.is_named(data) or Path(data).expanduser().is_dir() else None
         return datasets.resolve(spec).root if spec else None
     except (NoImagesError, OSError) as exc:  # not on this machine, or unreadable
         log.info("default gallery: the held-out split of %s is not here (%s)", data, exc)

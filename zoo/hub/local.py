@@ -22,16 +22,24 @@ import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
-from zoo.hub import (DEFAULT_BRANCH, REPO_ID_RE, HubError, RefExistsError, UnknownRepoError, UnknownRevisionError,
-                     check_ref_name, check_repo_id, check_repo_path)
+from zoo.hub.core import (DEFAULT_BRANCH, REPO_ID_RE, HubError, RefExistsError, Snapshot, UnknownRepoError,
+                          UnknownRevisionError, check_ref_name, check_repo_id, check_repo_path)
+from zoo.layout import MANIFEST
+from zoo.manifest import ChecksumError, read_manifest, verify_folder
 
 log = logging.getLogger(__name__)
 
 _GIT_IDENTITY = ("-c", "user.name=edgezoo", "-c", "user.email=edgezoo@localhost")
 STAGING_DIR = ".staging"  # <local hub>/.staging: scratch of publishes and commits (olah serves only models/)
 _SCRATCH_RE = re.compile(r"^edgezoo-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _snapshot_cache() -> Path:
+    from zoo.datasets import cache_dir
+
+    return cache_dir() / "snapshots"
 
 
 def local_hub_dir(hub_dir: str | Path | None = None) -> Path:
@@ -97,13 +105,56 @@ def scratch_dir(parent: Path) -> Iterator[Path]:
 # --- the local hub: bare git repositories ---------------------------------------------------------------
 
 class LocalHub:
-    """A directory of bare git repos, ``models/<org>/<name>``, written with the git CLI."""
+    """A directory of bare git repos, ``models/<org>/<name>``, written with the git CLI (a `zoo.hub.Hub`)."""
+
+    kind = "local"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def __repr__(self) -> str:
         return f"LocalHub({str(self.root)!r})"
+
+    def describe(self, repo_id: str | None = None) -> str:
+        return f"the local hub in {self.repo_dir(repo_id) if repo_id else self.root}"
+
+    def location(self, repo_id: str) -> str:
+        return str(self.repo_dir(repo_id))
+
+    def tags(self, repo_id: str) -> dict[str, str]:
+        return self.refs(repo_id)["tags"] if self.exists(repo_id) else {}
+
+    def snapshot(self, repo_id: str, revision: str | None, files: Sequence[str],
+                 optional: Sequence[str] = ()) -> Snapshot:
+        """Check the files out once into the edgezoo cache (``snapshots/<repo>/<commit>``) and verify them."""
+        self.require(repo_id)
+        commit = self.resolve(repo_id, revision)
+        if commit is None:
+            raise UnknownRevisionError(f"{repo_id}: no revision {revision!r} in the local hub {self.root} "
+                                       f"(versions: {', '.join(sorted(self.tags(repo_id))) or 'none'})")
+        tree = set(self.files(repo_id, commit))
+        missing = [p for p in (MANIFEST, *files) if p not in tree]
+        if missing:
+            raise ChecksumError(f"{repo_id}@{revision or DEFAULT_BRANCH}: {', '.join(missing)} not in the "
+                                "repository (not an edgezoo repository); refusing unverified files")
+        files = [*files, *(p for p in optional if p in tree)]
+        folder = _snapshot_cache() / repo_id / commit
+        try:
+            manifest = read_manifest(folder / MANIFEST)
+            verify_folder(folder, manifest, files)
+        except ChecksumError:  # not checked out yet, or the cached copy was damaged: (re)write it from git
+            self.checkout(repo_id, commit, folder, [MANIFEST, *files])
+            manifest = read_manifest(folder / MANIFEST)
+            verify_folder(folder, manifest, files)  # now a mismatch means the repository itself was tampered with
+        return Snapshot(folder, repo_id, manifest.get("version") or revision or DEFAULT_BRANCH, commit, "local",
+                        manifest)
+
+    def publish_folder(self, repo_id: str, folder: Path, version: str, message: str) -> str:
+        """One commit replacing the tree with `folder`'s files, and the `version` tag, in one ref transaction."""
+        if self.create(repo_id):
+            log.info("created %s in the local hub %s", repo_id, self.root)
+        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+        return self.commit(repo_id, files, message=message, replace=True, tag=version)
 
     def repo_dir(self, repo_id: str) -> Path:
         return self.root / "models" / check_repo_id(repo_id)

@@ -7,14 +7,17 @@ validation measured on the ONNX files (``export.timing.latency_ms``, the harness
 of benchmarks/inference_latency.py), on the CPU named in the table. torch-free.
 
 Every entry must learn: a row whose kNN top-1 does not beat the same architecture
-at random init by `LEARNED_MARGIN` is flagged in the table, not hidden.
+at random init by `LEARNED_MARGIN` is flagged in the table, not hidden. A row that
+started from pretrained weights (``--init``) is also shown against them: its
+"vs init" column, and a reference row for the untrained starting weights
+(`reference_rows`), the free baseline a person would otherwise use.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from zoo.zoo_plot import pareto_front
+from app.zoo.plot import pareto_front
 
 LEARNED_MARGIN = 0.05  # kNN top-1 over random init (5 points) a published backbone must clear
 
@@ -47,6 +50,35 @@ def _learned_cell(row: dict[str, Any]) -> str:
     return gain if learned(row) else f"{gain} **below +{100 * LEARNED_MARGIN:.0f}**"
 
 
+def _init_cell(row: dict[str, Any]) -> str:
+    knn, init = row.get("knn_top1"), row.get("init_knn_top1")
+    return "-" if knn is None or init is None else f"{100 * (knn - init):+.1f}"
+
+
+def _model_cell(row: dict[str, Any]) -> str:
+    if row.get("reference"):
+        return f"{row.get('repo_id')}, untrained (reference)"
+    return f"{display_name(row)}@{row.get('version') or '-'}"
+
+
+# Columns of a reference row taken from the row it comes from: the same network at the same input size.
+_SAME_NETWORK = ("architecture", "model_args", "img_size", "embed_dim", "random_init_knn_top1", "params_m", "gmacs",
+                 "fp32_b1_ms", "int8_b1_ms", "fp32_b32_ips", "int8_b32_ips", "fp32_mb", "int8_mb", "latency_cpu")
+
+
+def reference_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per starting weights (init, architecture, px) the rows began from, untrained, with the kNN that
+    `edgezoo eval` measured for them under the row's own protocol; size and latency are the row's (same network)."""
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in sort_rows(rows):
+        if row.get("reference") or not row.get("init") or row.get("init_knn_top1") is None:
+            continue
+        key = (row["init"], row.get("architecture"), row.get("img_size"))
+        found.setdefault(key, {**{k: row.get(k) for k in _SAME_NETWORK}, "repo_id": row["init"], "reference": True,
+                               "knn_top1": row["init_knn_top1"], "rankme": row.get("init_rankme")})
+    return list(found.values())
+
+
 def _int8_cell(row: dict[str, Any]) -> str:
     scheme, drop, passed = row.get("int8_scheme"), row.get("int8_knn_drop"), row.get("onnx_passed")
     verdict = {True: "passed", False: "**FAILED**"}.get(passed, "-")
@@ -64,12 +96,13 @@ def _arch_cell(row: dict[str, Any]) -> str:
 
 # (title, cell of a row); the order is the table's
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
-    ("model", lambda r: f"{display_name(r)}@{r.get('version') or '-'}"),
+    ("model", _model_cell),
     ("architecture", _arch_cell),
     ("px", lambda r: _num("d")(r.get("img_size"))),
     ("kNN top-1 %", lambda r: _pct(r.get("knn_top1"))),
     ("random init %", lambda r: _pct(r.get("random_init_knn_top1"))),
     ("gain (points)", _learned_cell),
+    ("vs init (points)", _init_cell),
     ("RankMe", lambda r: _num(".0f")(r.get("rankme"))),
     ("params M", lambda r: _num(".2f")(r.get("params_m"))),
     ("GMACs", lambda r: _num(".3f")(r.get("gmacs"))),
@@ -93,17 +126,18 @@ def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # The columns README shows (its top-5 excerpt of ZOO.md).
-COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "gain (points)", "params M", "int8 b1 ms", "int8 b32 img/s",
-           "int8 MB", "int8 (kNN drop, validation)")
+COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "gain (points)", "vs init (points)", "params M",
+           "int8 b1 ms", "int8 b32 img/s", "int8 MB", "int8 (kNN drop, validation)")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], limit: int | None = None,
                    columns: Sequence[str] | None = None) -> str:
-    """The table in markdown, best kNN first; models on the accuracy/int8-latency Pareto front carry a *.
+    """The table in markdown, best kNN first, with the `reference_rows` of the rows that started from pretrained
+    weights; models on the accuracy/int8-latency Pareto front carry a *.
 
     `columns`: titles of COLUMNS to show (default: all), e.g. COMPACT.
     """
-    ordered = sort_rows(rows)
+    ordered = sort_rows([*rows, *reference_rows(rows)])
     front = {id(ordered[i]) for i in pareto_front(ordered)}
     chosen = [c for c in COLUMNS if columns is None or c[0] in columns]
     lines = ["| " + " | ".join(title for title, _ in chosen) + " |",
@@ -141,7 +175,9 @@ def latency_machines(rows: Sequence[dict[str, Any]]) -> list[str]:
 LEGEND = (
     "kNN top-1: `edgezoo eval` on the final weights (k=200, the training data's labelled test split); random init: "
     "the same architecture and protocol before training; gain: the difference, flagged when under "
-    f"+{100 * LEARNED_MARGIN:.0f} points. GMACs: one image at the model's input size (torch's FLOP counter / 2). "
+    f"+{100 * LEARNED_MARGIN:.0f} points. vs init: a model that started from pretrained weights (`--init`) against "
+    "those weights untrained, same protocol; each such start also has its own reference row (untrained, the same "
+    "network, so the same size and latency). GMACs: one image at the model's input size (torch's FLOP counter / 2). "
     "Latency: onnxruntime, median of 30 calls at batch 1 and 8 at batch 32, measured by `edgezoo export` on the "
     "files it validated (export/timing.py, the harness of benchmarks/inference_latency.py). int8: the shipped "
     "quantization scheme, its kNN drop against torch in points, and the validation verdict. "

@@ -1,6 +1,6 @@
 """`edgezoo zoo build SPEC`: a family of backbones from one spec, then the zoo table and plot.
 
-A spec (YAML; the shipped ones are zoo/specs/*.yaml, named by their stem) lists
+A spec (YAML; the shipped ones are app/zoo/specs/*.yaml, named by their stem) lists
 entries. Each entry is one `edgezoo run --no-serve`: the same parser and the same
 stages (app/pipeline.py), so pretrain -> evaluate -> export + validation -> publish
 each skip when done. An entry's RUN_DIR is ``<runs>/<spec>/<name>-<digest>``, the
@@ -10,7 +10,7 @@ published as the repo's next version. One entry failing does not stop the others
 the build ends with an error naming it.
 
 After the entries, ZOO.md and its plot are written from the published repos' own
-files (zoo/zoo_table.py, zoo/zoo_plot.py). build.json, beside the RUN_DIRs, keeps
+files (app/zoo/table.py, app/zoo/plot.py). build.json, beside the RUN_DIRs, keeps
 each entry's stage times from the build that did the work, for the table's
 "build time" column (a rerun that skips everything keeps them).
 
@@ -50,7 +50,7 @@ from zoo.hub import HUBS
 
 log = logging.getLogger(__name__)
 
-SPECS_DIR = Path(__file__).resolve().parents[1] / "zoo" / "specs"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
 DEFAULT_RUNS = Path("runs") / "zoo"
 DEFAULT_TABLE = Path("ZOO.md")
 DEFAULT_PLOT = Path("docs") / "zoo.png"
@@ -209,7 +209,7 @@ def run_args(entry: ZooEntry, run_dir: Path, hub: str | None = None,
 
 # --- the build record -----------------------------------------------------------------------------------
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
@@ -255,7 +255,7 @@ def build_zoo(spec: ZooSpec, *, only: Sequence[str] | None = None, hub: str | No
     runs = runs / spec.name
     runs.mkdir(parents=True, exist_ok=True)
     record_path = runs / BUILD_RECORD
-    build = ZooBuild(spec=spec, record=_read_record(record_path))
+    build = ZooBuild(spec=spec, record=read_record(record_path))
     start = time.perf_counter()
     for i, entry in enumerate(entries, 1):
         run_dir = entry.run_dir(runs)
@@ -290,8 +290,8 @@ def spec_rows(spec: ZooSpec, hub: str | None, hub_dir: str | Path | None) -> lis
 
 def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
     """ZOO.md (and the plot beside the table's link to it) from the published rows and the build record."""
-    from zoo.zoo_plot import plot_zoo
-    from zoo.zoo_table import LEGEND, display_name, latency_machines, markdown_table, not_learned
+    from app.zoo.plot import plot_zoo
+    from app.zoo.table import LEGEND, display_name, latency_machines, markdown_table, not_learned
 
     spec, rows = build.spec, build.rows
     if plot is not None and rows:
@@ -332,46 +332,3 @@ def _relative(target: Path, table: Path) -> str:
     import os
 
     return Path(os.path.relpath(target.resolve(), table.resolve().parent)).as_posix()
-
-
-# --- CLI ------------------------------------------------------------------------------------------------
-
-def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
-    from zoo.cli import add_hub_arguments
-
-    sub = parser.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
-    b = sub.add_parser("build", help="train, export, validate and publish every entry of a spec, then write ZOO.md",
-                       description="Build a zoo spec entry by entry (finished stages are skipped), then ZOO.md and "
-                                   "its plot from the published repos.")
-    b.add_argument("spec", help=f"a spec YAML path, or a shipped spec: {', '.join(list_specs())}")
-    b.add_argument("--only", nargs="+", metavar="NAME", default=None, help="build only these entries")
-    add_hub_arguments(b, "hub to publish to and read the table from: hf or local (default: the spec's hub: key, "
-                         "else local)")
-    b.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"where RUN_DIRs go (default: {DEFAULT_RUNS}/<spec>)")
-    b.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the zoo table (default: {DEFAULT_TABLE})")
-    b.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the zoo plot (default: {DEFAULT_PLOT})")
-    t = sub.add_parser("table", help="write ZOO.md and its plot for a spec from the hub, without building",
-                       description="Rewrite a spec's ZOO.md and plot from the published repos.")
-    t.add_argument("spec", help=f"a spec YAML path, or a shipped spec: {', '.join(list_specs())}")
-    add_hub_arguments(t, "hub to read from: hf or local (default: the spec's hub: key, else local)")
-    t.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the build record is")
-    t.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the zoo table (default: {DEFAULT_TABLE})")
-    t.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the zoo plot (default: {DEFAULT_PLOT})")
-
-
-def run_zoo(args: argparse.Namespace) -> ZooBuild:
-    spec = load_spec(args.spec)
-    if args.zoo_command == "build":
-        build = build_zoo(spec, only=args.only, hub=args.hub, hub_dir=args.hub_dir, runs=args.runs,
-                          table=args.table, plot=args.plot)
-    else:
-        build = ZooBuild(spec=spec, record=_read_record(args.runs / spec.name / BUILD_RECORD),
-                         rows=spec_rows(spec, args.hub, args.hub_dir))
-        write_table(build, args.table, args.plot)
-    from zoo.zoo_table import COMPACT, markdown_table
-
-    if build.rows:
-        print(markdown_table(build.rows, limit=5, columns=COMPACT))
-    print(f"{args.table}: {len(build.rows)} of {len(spec.entries)} entries published"
-          + (f", built in {build.seconds:.0f} s" if build.seconds else ""))
-    return build

@@ -1,14 +1,4 @@
-"""What every hub shares: repository and version names, the hub errors, and which hub to use.
-
-Two hubs hold published models: the Hugging Face Hub (huggingface_hub's client, or
-any server HF_ENDPOINT points at) and a local hub, a directory of bare git
-repositories (`zoo.hub_local`). The jobs on them live in their own modules:
-
-- `zoo.hub_local`: the local hub (LocalHub, its directory, scratch and staging folders);
-- `zoo.catalog`: the zoo's index, listing the published models of either hub;
-- `zoo.runfiles`: the finished RUN_DIR that publishing reads, checked (check_run);
-- `zoo.publish`: staging a repository from a RUN_DIR and publishing it to either hub;
-- `zoo.public`: what may leave the machine (local paths reduced, tokens scrubbed).
+"""What every hub shares: repository and version names, the hub errors, which hub to use, a snapshot.
 
 Which hub. Nothing leaves the machine unless asked: a Hub token or HF_ENDPOINT alone changes nothing.
 
@@ -28,8 +18,9 @@ from __future__ import annotations
 import importlib
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from zoo.errors import EdgezooError
 from zoo.public import scrub
@@ -64,6 +55,18 @@ class RefExistsError(HubError):
 
 class PublishRefused(HubError):
     """The RUN_DIR or its export is not fit to publish, or the version exists."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Verified files of one published revision on local disk."""
+
+    folder: Path
+    repo_id: str
+    revision: str
+    commit: str
+    source: str
+    manifest: dict[str, Any] = field(repr=False)
 
 
 # --- names ----------------------------------------------------------------------------------------------

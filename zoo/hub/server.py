@@ -2,7 +2,7 @@
 
 huggingface_hub's upload path (create_repo, upload_folder, create_tag) needs
 only a few routes; this server answers them over plain HTTP and stores what it
-receives with zoo.hub_local.LocalHub, the git layout olah serves back read-only. It
+receives with zoo.hub.local.LocalHub, the git layout olah serves back read-only. It
 lets tests (and an air-gapped site) drive the real upload client end to end:
 
     POST /api/repos/create                          {"name", "organization"} -> {"url"}
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from zoo.hub import (DEFAULT_BRANCH, HubError, RefExistsError, UnknownRevisionError, check_ref_name, check_repo_id,
+from zoo.hub.core import (DEFAULT_BRANCH, HubError, RefExistsError, UnknownRevisionError, check_ref_name, check_repo_id,
                      check_repo_path)
-from zoo.hub_local import LocalHub
+from zoo.hub.local import LocalHub
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class HubReceiver:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m zoo.hub_server HUB_DIR [--port N]``: receive uploads until interrupted."""
+    """``python -m zoo.hub.server HUB_DIR [--port N]``: receive uploads until interrupted."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
