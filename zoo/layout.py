@@ -16,7 +16,8 @@ RUN_DIR/                        written by              holds
   lineage.json                  pretrain (continual)    which chunks, in which order, with which settings
   replay.npz, replay_in.npz     pretrain (continual)    the reservoir carried forward / replayed from the source
   mas_importance.safetensors    pretrain (continual)    MAS parameter importance of the source
-  eval.json                     evaluate                kNN top-1, RankMe, the random-init baseline, the protocol
+  eval.json                     evaluate                kNN top-1, RankMe, the random-init baseline (and an --init
+                                                        run's untrained starting weights), the protocol
   export/model.onnx             export                  fp32 ONNX (one file, weights inline)
   export/model.int8.onnx        export                  int8 ONNX
   export/model.ort              export                  fp32 in ORT format, for minimal onnxruntime builds
