@@ -61,14 +61,16 @@ def _model_cell(row: dict[str, Any]) -> str:
     return f"{display_name(row)}@{row.get('version') or '-'}"
 
 
-# Columns of a reference row taken from the row it comes from: the same network at the same input size.
+# Columns of a reference row taken from the row it comes from: the same network at the same input size, in fp32
+# (its int8 model would be quantized from other weights, and may get another scheme: not the row's to show).
 _SAME_NETWORK = ("architecture", "model_args", "img_size", "embed_dim", "random_init_knn_top1", "params_m", "gmacs",
-                 "fp32_b1_ms", "int8_b1_ms", "fp32_b32_ips", "int8_b32_ips", "fp32_mb", "int8_mb", "latency_cpu")
+                 "fp32_b1_ms", "fp32_b32_ips", "fp32_mb", "latency_cpu")
 
 
 def reference_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per starting weights (init, architecture, px) the rows began from, untrained, with the kNN that
-    `edgezoo eval` measured for them under the row's own protocol; size and latency are the row's (same network)."""
+    `edgezoo eval` measured for them under the row's own protocol; size and fp32 latency are the row's (the same
+    network)."""
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in sort_rows(rows):
         if row.get("reference") or not row.get("init") or row.get("init_knn_top1") is None:
@@ -177,7 +179,7 @@ LEGEND = (
     "the same architecture and protocol before training; gain: the difference, flagged when under "
     f"+{100 * LEARNED_MARGIN:.0f} points. vs init: a model that started from pretrained weights (`--init`) against "
     "those weights untrained, same protocol; each such start also has its own reference row (untrained, the same "
-    "network, so the same size and latency). GMACs: one image at the model's input size (torch's FLOP counter / 2). "
+    "network, so the same size and fp32 latency; its int8 is not measured). GMACs: one image at the model's input size (torch's FLOP counter / 2). "
     "Latency: onnxruntime, median of 30 calls at batch 1 and 8 at batch 32, measured by `edgezoo export` on the "
     "files it validated (export/timing.py, the harness of benchmarks/inference_latency.py). int8: the shipped "
     "quantization scheme, its kNN drop against torch in points, and the validation verdict. "
