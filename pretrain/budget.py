@@ -10,10 +10,13 @@ So the plan is made twice over:
    first epoch already knows roughly how long the run is;
 2. again at every epoch end after that, from the time the last epoch took, in both
    directions: a slow start gives epochs back, a slowdown takes them away;
-3. within the last planned epoch, every `DEADLINE_EVERY` steps (`fit_last_epoch`), from
-   that epoch's speed so far: when the machine slows down there, the epoch ends early
-   instead of overrunning the budget; when it speeds up, a cut last epoch grows back
-   (up to a whole one, after which the epoch-end plan may add more).
+3. within an epoch, every `DEADLINE_EVERY` steps (`fit_last_epoch`), from that epoch's
+   speed so far: when the machine slows down there, the epoch ends early (an earlier
+   epoch that cannot end with the evaluation inside the budget becomes the last, cut)
+   instead of overrunning the budget; when it speeds up, a cut last epoch grows back (up
+   to a whole one, after which the epoch-end plan may add more). On the CPU every epoch
+   checks; on a GPU, where a check synchronises the device (and the ranks), only the
+   last two planned epochs do (`Trainer._deadline_due`).
 
 An epoch can be a large share of a short budget, so a plan's last epoch may be partial:
 the steps that still fit after the whole epochs (`BudgetPlan.last_epoch_steps`).
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 WARMUP_STEPS = 2  # not timed: first-call allocations and kernel selection
 TIMED_STEPS = 8  # steps timed before the first plan
 FINISH_S = 5.0  # saving the backbone and metrics.json, and slack for timing noise
-DEADLINE_EVERY = 10  # steps between the last epoch's checks against the budget
+DEADLINE_EVERY = 10  # steps between an epoch's checks against the budget
 
 
 def _rounded(obj: Any) -> dict[str, Any]:

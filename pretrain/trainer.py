@@ -440,7 +440,7 @@ class Trainer:
                 self._replan(st, data, (self._now() - st.t_timed) / TIMED_STEPS, epoch * st.steps_per_epoch + step + 1,
                              "timed steps")
                 steps = max(step + 1, self._epoch_steps(st))
-            if st.budget.plan is not None and (step + 1) % DEADLINE_EVERY == 0:
+            if st.budget.plan is not None and (step + 1) % DEADLINE_EVERY == 0 and self._deadline_due(st):
                 steps = self._deadline(st, data, t_epoch, step + 1, steps)
             if bar is not None:
                 bar.update(1)
@@ -587,6 +587,13 @@ class Trainer:
         st.schedule.replan(step, total)
         for group, base in zip(st.optimizer.param_groups, st.scheduler.base_lrs):
             group["lr"] = base * st.schedule(step)
+
+    def _deadline_due(self, st: FitState) -> bool:
+        """Whether this epoch checks its deadline. On the CPU a check costs nothing: every epoch does, so a slowdown
+        in an earlier epoch is cut there too. On a GPU a check synchronises the device (and, under DDP, the ranks),
+        so only the last two planned epochs check; earlier ones are left to the epoch-end re-plan. The device type
+        and the planned epochs are the same on every rank, so all ranks agree."""
+        return self.device.type != "cuda" or st.epoch + 2 >= st.epochs
 
     def _deadline(self, st: FitState, data: FitData, t_epoch: float, step: int, steps: int) -> int:
         """After `step` of this epoch's `steps`: the steps that end inside the budget at this epoch's speed so far.

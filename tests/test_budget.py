@@ -3,10 +3,10 @@ that ends on the last planned step, and a resumed run keeps its plan, schedule a
 
 import csv
 import json
+import math
 
 import pytest
-
-import math
+import torch
 
 from pretrain.budget import (FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetState, CosineSchedule, fit_last_epoch,
                              evaluations_left, fit_seconds, plan_epochs)
@@ -233,6 +233,19 @@ def test_slowdown_in_an_earlier_epoch_makes_it_the_last(monkeypatch, tmp_path, c
     assert tb["spent_s"] <= budget
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert len(rows) == 2 and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_on_a_gpu_only_the_last_two_planned_epochs_check_their_deadline(tmp_path):
+    """A deadline check synchronises a GPU (and the DDP ranks): there it runs in the last two planned epochs only;
+    on the CPU, where it is free, in every epoch."""
+    from types import SimpleNamespace
+
+    trainer = Trainer(build_config(None, epochs=3, **TINY), tmp_path / "run", progress=False)
+    due = [trainer._deadline_due(SimpleNamespace(epoch=e, epochs=6)) for e in range(6)]
+    assert due == [True] * 6  # the CPU
+    trainer.device = torch.device("cuda")  # (only its type is read)
+    due = [trainer._deadline_due(SimpleNamespace(epoch=e, epochs=6)) for e in range(6)]
+    assert due == [False, False, False, False, True, True]
 
 
 def test_the_budget_left_after_whole_epochs_trains_a_partial_one(monkeypatch, tmp_path, cifar_test_200):
