@@ -8,6 +8,7 @@ non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from typing import Callable
@@ -85,8 +86,8 @@ def run_stage(stage: _Stage, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Expected failures (zoo.errors.EdgezooError and its subclasses) print one line and return their exit code;
-    anything else is a bug and keeps its traceback."""
+    """Expected failures (zoo.errors.EdgezooError and its subclasses, and a full disk) print one line and return
+    their exit code; anything else is a bug and keeps its traceback."""
     from zoo.errors import EdgezooError
 
     parser = build_parser()
@@ -104,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("%s failed", stage.name)
         log.error("%s failed: %s", stage.name, exc)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        log.error("%s failed: %s; free some space and run the same command again (a run resumes from its last "
+                  "checkpoint)", stage.name, exc.strerror + (f": {exc.filename}" if exc.filename else ""))
+        return 1
     return 0
 
 

@@ -69,7 +69,8 @@ class Row:
         return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
 
 
-def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40) -> list[Row]:
+def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40,
+         small_px: int = 80) -> list[Row]:
     """The bench's rows, in table order."""
     adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False}  # (--init's defaults: LP-FT)
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
@@ -90,6 +91,9 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row("distill Lite2 -> resnet18", {**distill, "model": "resnet18"}),
         Row(f"distill Lite2 -> vit_tiny (patch 8, {vit_px} px)", {**distill, **vit}),
         Row("distill Lite2 -> Lite0, --init", {**distill, **adapt}),
+        # the same network at a smaller input: a student at about half Lite0's latency that keeps ImageNet's features
+        Row(f"ImageNet init (Lite0, {small_px} px)", {"init": INIT, "img_size": small_px}),
+        Row(f"distill Lite2 -> Lite0 at {small_px} px, --init, LP-FT", {**distill, **adapt, **lpft, "img_size": small_px}),
     ]
 
 
@@ -135,6 +139,7 @@ NUMBERS: tuple[tuple[str, float | int, str], ...] = (
     ("--img-size", 128, "input size of every row but the teacher and the ViT"),
     ("--teacher-img-size", 160, "the Lite2 teacher's input size"),
     ("--vit-img-size", 64, "the ViT student's input size"),
+    ("--small-img-size", 80, "input size of the small-input Lite0 rows (the init, and the student distilled at it)"),
     ("--adapt-lr", 0.003, "SGD rate of the rows that start from the init"),
     ("--l2sp-weight", 0.01, "L2-SP weight toward the init"),
     ("--head-warmup-steps", 40, "steps of the LP-FT rows' head alone"),
@@ -161,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     src = args.data.resolve()
     if args.smoke:
         src = smoke_folder(src, args.out / "smoke-src")
-        args.budget, args.img_size, args.teacher_img_size, args.vit_img_size = 8.0, 32, 32, 32
+        args.budget, args.img_size, args.teacher_img_size, args.vit_img_size, args.small_img_size = 8.0, 32, 32, 32, 32
     paths, labels, classes = link_class_folders(src, args.out / "data")
     common = {"data": str(args.out / "data"), "time_budget": args.budget, "epochs": 100, "img_size": args.img_size,
               "small_stem": False,
               "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
-    table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps)
+    table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps,
+                 args.small_img_size)
     only = set(args.only.split(",")) if args.only else None
     saved = args.out / "photo_bench.json"  # rows --only leaves out keep their earlier results
     earlier = {r["slug"]: r for r in json.loads(saved.read_text())["rows"]} if only and saved.is_file() else {}

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import logging
 import resource
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,10 +53,33 @@ class NonFiniteLossError(EdgezooError):
 
 # --- checkpoints ----------------------------------------------------------------------------------------
 
+def state_nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about the size of its checkpoint file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: an interrupt never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomic: an interrupt never leaves a half-written checkpoint.
+
+    torch.save reports a full disk as a bare RuntimeError ("unexpected pos ..."); where the free space is below
+    the state's size it becomes OSError(ENOSPC) saying how much is needed, which the CLI prints as one line.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as err:
+        need = state_nbytes(state)
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else need
+        if free >= need:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on the device to write {path.name} (about {need / 2**20:.0f} MiB "
+                                    f"needed, {free / 2**20:.0f} MiB free in {path.parent})") from err
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 
 from pretrain.config import build_config
 from pretrain.trainer import (LOG_COLUMNS, CheckpointWriter, NonFiniteLossError, Trainer, load_checkpoint,
-                              trim_log)
+                              save_checkpoint, trim_log)
 from zoo.layout import CHECKPOINT
 
 TINY = dict(data="cifar10", model="resnet18", small_stem=False, img_size=32, max_images=384, epochs=3,
@@ -134,7 +134,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cifar_ro
         calls["n"] += 1
         out = real_step(self, *args, **kwargs)
         if calls["n"] > 2:
+            deadline = time.monotonic() + 120
             while _rows(run) < 1:  # epoch 1's row is logged once its checkpoint (written in the background) is in place
+                assert time.monotonic() < deadline, "epoch 1's checkpoint was never written"
                 time.sleep(0.01)
             snapshot.setdefault("ckpt", (run / CHECKPOINT).read_bytes())
             out.loss = out.loss * float("nan")
@@ -177,6 +179,29 @@ def test_checkpoint_writer_reraises_a_failed_write_and_logs_nothing(tmp_path):
         writer.wait()
     assert _rows(tmp_path) == 0
     writer.wait()  # the error is reported once
+
+
+def test_a_full_disk_is_named_and_the_last_checkpoint_kept(tmp_path, monkeypatch):
+    """torch.save says only "unexpected pos" when the disk fills; the error must say what is wrong."""
+    import errno
+    import shutil
+
+    import pretrain.trainer
+
+    ckpt = tmp_path / CHECKPOINT
+    save_checkpoint(ckpt, {"epoch": 1})
+    kept = ckpt.read_bytes()
+
+    def full_save(state, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 11184128 vs 11184024")
+
+    monkeypatch.setattr(pretrain.trainer.torch, "save", full_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match="no space left on the device to write checkpoint.pt") as info:
+        save_checkpoint(ckpt, {"epoch": 2, "bank": torch.zeros(1000)})
+    assert info.value.errno == errno.ENOSPC
+    assert ckpt.read_bytes() == kept and not list(tmp_path.glob("*.tmp"))
 
 
 def test_trim_log_drops_rows_past_the_checkpoint_epoch(tmp_path):

@@ -249,3 +249,17 @@ def test_an_expected_error_is_one_line_and_its_exit_code(monkeypatch, caplog):
     monkeypatch.setattr(app.cli, "run_stage", run_stage)
     assert app.cli.main(["list"]) == ConfigError.exit_code
     assert "list failed: what is wrong" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, caplog):
+    import errno
+
+    import app.cli
+
+    def run_stage(stage, args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoint.pt.tmp")
+
+    monkeypatch.setattr(app.cli, "run_stage", run_stage)
+    assert app.cli.main(["list"]) == 1
+    assert "list failed: No space left on device: runs/x/checkpoint.pt.tmp; free some space" in caplog.text
+    assert "Traceback" not in caplog.text
