@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from zoo.errors import EdgezooError
 from zoo.layout import CHECKPOINT, EVAL, EXPORT, METRICS, VALIDATION, RunDir
+from zoo.records import Evaluation, Metrics, Validation
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ class PipelineResult:
     run_dir: Path
     repo_id: str
     stages: list[StageResult] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    validation: Validation | None = None
     version: str | None = None
     commit: str | None = None
     location: str | None = None
@@ -72,9 +73,11 @@ class PipelineResult:
         return next((s for s in self.stages if s.name == name), None)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["run_dir"] = str(self.run_dir)
-        return out
+        """The result as JSON, the reports in the shapes their files have."""
+        return {"run_dir": str(self.run_dir), "repo_id": self.repo_id, "stages": [asdict(s) for s in self.stages],
+                "metrics": self.metrics.to_json(), "evaluation": self.evaluation.to_json(),
+                "validation": None if self.validation is None else self.validation.to_json(),
+                "version": self.version, "commit": self.commit, "location": self.location, "url": self.url}
 
 
 # --- pretrain -------------------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ def stage_pretrain(args: argparse.Namespace, run_dir: Path) -> tuple[str, str]:
     Trainer(cfg, run_dir, resume=plan == "resume", progress=not args.no_progress).fit()
     if plan == "resume":
         return "resumed", f"continued from {CHECKPOINT}"
-    epochs = json.loads(RunDir(run_dir).metrics.read_text()).get("epochs")
+    epochs = Metrics.read(RunDir(run_dir).metrics).epochs
     return "ran", f"{cfg.model}, {epochs} epochs" + (f" (time budget {cfg.time_budget:.0f} s)" if cfg.time_budget else "")
 
 
@@ -215,11 +218,11 @@ def run_pipeline(args: argparse.Namespace) -> PipelineResult:
     run = RunDir(run_dir)
     result = PipelineResult(run_dir=run_dir, repo_id=args.repo)
     _timed(result, "pretrain", lambda: stage_pretrain(args, run_dir))
-    result.metrics = _read_json(run.metrics)
+    result.metrics = Metrics.from_json(_read_json(run.metrics))
     _timed(result, "evaluate", lambda: stage_evaluate(run_dir))
-    result.evaluation = _read_json(run.eval)
+    result.evaluation = Evaluation.from_json(_read_json(run.eval))
     _timed(result, "export", lambda: stage_export(run_dir, args.export_options))
-    result.validation = _read_json(run.validation)
+    result.validation = Validation.from_json(_read_json(run.validation)) if run.validation.is_file() else None
     _timed(result, "publish", lambda: stage_publish(args, run_dir, result))
     if args.no_serve:
         print(format_summary(result))
@@ -252,14 +255,16 @@ def _pct(value: Any) -> str:
 
 
 def _num(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
 
 
-def _export_lines(validation: dict[str, Any]) -> list[str]:
+def _export_lines(validation: Validation | None) -> list[str]:
     """export's own digest of validation.json (parity, kNN, sizes, latency, checks), indented."""
-    if not validation:
+    if validation is None:
         return ["-"]
     try:
         from export.validate import summary
@@ -267,7 +272,7 @@ def _export_lines(validation: dict[str, Any]) -> list[str]:
         return summary(validation).splitlines()
     except (ImportError, KeyError, TypeError, ValueError):  # an older or foreign report: its checks only
         return [f"[{'PASS' if c.get('passed') else 'FAIL'}] {c.get('name')} = {_num(c.get('value'))}"
-                for c in validation.get("checks", []) if isinstance(c, dict)] or ["-"]
+                for c in validation.checks if isinstance(c, dict)] or ["-"]
 
 
 def format_summary(result: PipelineResult) -> str:
@@ -282,11 +287,12 @@ def format_summary(result: PipelineResult) -> str:
     lines += [
         "",
         f"  run dir     {result.run_dir}",
-        f"  model       {m.get('architecture', '-')} ({m.get('method', '-')}, {m.get('epochs', '-')} epochs on "
-        f"{m.get('num_images', '-')} images, {m.get('embed_dim', '-')}-d)",
-        f"  kNN top-1   {_pct(m.get('knn_top1'))} at the end of training, {_pct(e.get('knn_top1'))} by edgezoo eval"
-        f"; RankMe {_num(e.get('rankme', m.get('rankme')))}",
-        f"  export      {RunDir(result.run_dir).export} (validation {'passed' if v.get('passed') else 'FAILED'})",
+        f"  model       {m.architecture or '-'} ({m.method or '-'}, {_num(m.epochs)} epochs on "
+        f"{_num(m.num_images)} images, {_num(m.embed_dim)}-d)",
+        f"  kNN top-1   {_pct(m.knn_top1)} at the end of training, {_pct(e.knn_top1)} by edgezoo eval"
+        f"; RankMe {_num(m.rankme if e.rankme is None else e.rankme)}",
+        f"  export      {RunDir(result.run_dir).export} (validation "
+        f"{'passed' if v is not None and v.passed else 'FAILED'})",
         *(f"              {line.strip()}" for line in _export_lines(v)),
         f"  published   {result.repo_id}@{result.version or '-'} commit {(result.commit or '-')[:12]} in "
         f"{result.location or '-'}",

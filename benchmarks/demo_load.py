@@ -211,6 +211,7 @@ def tiny_onnx_model(folder: Path, img_size: int = 32, dim: int = 16, seed: int =
     from onnx import TensorProto, helper, numpy_helper
 
     from zoo.edge import INPUT_NAME, OUTPUT_NAME, write_preprocess
+    from zoo.layout import ONNX
     from zoo.preprocess import Preprocess
 
     rng = np.random.default_rng(seed)
@@ -224,7 +225,7 @@ def tiny_onnx_model(folder: Path, img_size: int = 32, dim: int = 16, seed: int =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.onnx"
+    path = folder / ONNX
     onnx.save(model, str(path))
     write_preprocess(Preprocess(img_size=img_size), folder)
     return path

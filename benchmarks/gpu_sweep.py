@@ -85,7 +85,7 @@ class Run:
     seen: list[tuple[float, int]] = field(default_factory=list)  # (when, epochs done) as first observed
 
     def poll_rows(self) -> None:
-        path = self.run_dir / "log.csv"
+        path = RunDir(self.run_dir).log
         if not path.exists():
             return
         with path.open() as f:

@@ -31,6 +31,7 @@ from zoo.errors import EdgezooError
 from zoo.layout import ONNX, ONNX_INT8, ORT, ORT_INT8, VALIDATION
 from zoo.manifest import file_record
 from zoo.preprocess import l2_normalize
+from zoo.records import Validation
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -237,7 +238,7 @@ def validate_export(run: RunData, export_dir: str | Path, *, thresholds: Thresho
     report["passed"] = all(c["passed"] for c in report["checks"])
     report["validation_seconds"] = round(time.time() - start, 1)
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_json(export_dir / VALIDATION, report)
+    atomic_write_json(export_dir / VALIDATION, Validation.from_json(report).to_json())
     log.info("validation %s: %s", "passed" if report["passed"] else "FAILED", export_dir / VALIDATION)
     return report
 
@@ -264,35 +265,35 @@ def _quant_line(q: dict[str, Any]) -> str:
     return line + (f" ({q['reason']})" if q.get("reason") else "")
 
 
-def summary(report: dict[str, Any]) -> str:
-    """The human-readable digest of a validation report (the CLI prints it)."""
-    fp32, int8, knn_r = report["fp32_vs_torch"], report["int8_vs_torch"], report["knn"]
-    lines = [f"export of {report['architecture']} ({report['embed_dim']}-d), input {report['onnx']['input']['shape']}, "
-             f"opset {report['onnx']['opset']}, onnxruntime {report['runtime']['onnxruntime']}",
-             f"validated on {report['data']['validation']['num_images']} images from "
-             f"{report['data']['validation']['spec']}"
-             + (f" ({report['data']['split']['note']})" if report["data"].get("split") else ""),
-             _quant_line(report.get("quantization", {})),
+def summary(report: Validation | dict[str, Any]) -> str:
+    """The human-readable digest of a validation report (the CLI and `edgezoo run` print it)."""
+    v = report if isinstance(report, Validation) else Validation.from_json(report)
+    fp32, int8, knn_r, data = v.fp32_vs_torch, v.int8_vs_torch, v.knn, v.data
+    lines = [f"export of {v.architecture} ({v.embed_dim}-d), input {v.onnx['input']['shape']}, "
+             f"opset {v.opset}, onnxruntime {v.onnxruntime}",
+             f"validated on {data['validation']['num_images']} images from {data['validation']['spec']}"
+             + (f" ({data['split']['note']})" if data.get("split") else ""),
+             _quant_line(v.quantization),
              f"  fp32 vs torch: max abs diff {fp32['max_abs_diff']:.2e}, max rel diff {fp32['max_rel_diff']:.2e}, "
              f"cosine min {fp32['min_cosine']:.6f} median {fp32['median_cosine']:.6f}",
              f"  int8 vs torch: cosine min {int8['min_cosine']:.4f} median {int8['median_cosine']:.4f}, "
              f"nearest-neighbour agreement top-1 {int8['nn_top1_agreement']:.3f} top-10 "
              f"{int8.get('nn_top10_agreement', float('nan')):.3f}"]
     if knn_r.get("torch") is not None:
-        lines.append(f"  kNN top-1 (k={knn_r['k']}, bank {report['data']['knn_bank']['num_images']}): torch "
+        lines.append(f"  kNN top-1 (k={knn_r['k']}, bank {v.knn_bank_images}): torch "
                      f"{100 * knn_r['torch']:.2f}%, ORT fp32 {100 * knn_r['ort_fp32']:.2f}%, ORT int8 "
                      f"{100 * knn_r['ort_int8']:.2f}% (drop {knn_r['int8_drop_points']:+.2f} "
                      f"+- {knn_r['int8_drop_stderr_points']:.2f} points)"
                      + ("" if knn_r.get("checked", True) else f"; not checked: {knn_r.get('reason')}"))
     else:
         lines.append(f"  kNN: skipped ({knn_r.get('reason')})")
-    sizes = report["sizes"]
-    lines.append("  sizes: " + ", ".join(f"{n} {sizes[n] / 1e6:.2f} MB" for n in sizes if n.startswith("model")))
-    for name, lat in report.get("latency_ms", {}).items():
-        lines.append(f"  latency {name}: p50 {lat['batch1']['p50_ms']:.2f} ms @ batch 1, "
-                     f"{lat['batch32']['p50_ms']:.2f} ms @ batch 32")
-    for c in report["checks"]:
+    lines.append("  sizes: " + ", ".join(f"{n} {size / 1e6:.2f} MB" for n, size in v.sizes.items()
+                                        if n.startswith("model")))
+    for name in v.latency_ms:
+        lines.append(f"  latency {name}: p50 {v.latency_p50(name, 1):.2f} ms @ batch 1, "
+                     f"{v.latency_p50(name, 32):.2f} ms @ batch 32")
+    for c in v.checks:
         lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']} = {_fmt(c['value'])} "
                      f"(needs {c['op']} {_fmt(c['threshold'])})")
-    lines.append(f"validation {'PASSED' if report['passed'] else 'FAILED'}")
+    lines.append(f"validation {'PASSED' if v.passed else 'FAILED'}")
     return "\n".join(lines)

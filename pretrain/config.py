@@ -305,7 +305,7 @@ HELP: dict[str, str] = {
     "optimizer": "sgd (with momentum, the authors') or adamw (betas 0.9, 0.999; for ViTs from scratch)",
     "lr": "peak learning rate (cosine decay); --method distill's default is 0.3 (SEED's loss does not learn at 1.0)",
     "momentum": "SGD momentum (sgd only)",
-    "weight_decay": "SGD weight decay",
+    "weight_decay": "weight decay (SGD: L2 in the gradient; AdamW: decoupled)",
     "warmup_epochs": "linear warm-up epochs",
     "head_warmup_steps": "train the head alone for this many steps, the backbone frozen, before the whole network: "
                          "a random head's first gradients distort pretrained features (LP-FT, Kumar et al. 2022)",

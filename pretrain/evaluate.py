@@ -10,7 +10,6 @@ Representations by Their Rank", ICML 2023.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from typing import Any
@@ -32,6 +31,7 @@ from zoo.fsutil import atomic_write_json
 from zoo.knn import KNN_K, KNN_T
 from zoo.layout import CONFIG, RunDir
 from zoo.preprocess import Preprocess
+from zoo.records import Evaluation, Metrics
 from zoo.timm_files import backbone_from_config, load_backbone, preprocess_of, read_config
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
         log.info("the same protocol for the starting weights %s, untrained", cfg.init)
         started = protocol(starting_backbone(cfg)[0].to(dev))
         result.update({"init": cfg.init, "init_knn_top1": started["knn_top1"], "init_rankme": started["rankme"]})
-    atomic_write_json(run.eval, result)
+    atomic_write_json(run.eval, Evaluation.from_json(result).to_json())
     init = f", {cfg.init} untrained {_pct(result['init_knn_top1'])}" if cfg.init else ""
     log.info("evaluated in %.0f s: kNN top-1 %s (random init %s%s), RankMe %.1f (written to %s)",
              time.perf_counter() - start, _pct(result["knn_top1"]), _pct(result["random_init_knn_top1"]), init,
@@ -179,11 +179,10 @@ def evaluate_run(run_dir, data: str | None = None, eval_data: str | None = None,
 
 def _measured_at_the_end(run: RunDir, bank_size: int) -> dict[str, float | None] | None:
     """The final kNN and RankMe that training wrote with these weights and this bank, if it did."""
-    path = run.metrics
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    if metrics.get("rankme") is None or metrics.get("knn_bank") != bank_size:
+    metrics = Metrics.read(run.metrics) if run.metrics.is_file() else Metrics()
+    if metrics.rankme is None or metrics.knn_bank != bank_size:
         return None
-    return {"knn_top1": metrics.get("knn_top1"), "rankme": metrics["rankme"]}
+    return {"knn_top1": metrics.knn_top1, "rankme": metrics.rankme}
 
 
 def _pct(value: float | None) -> str:

@@ -40,6 +40,7 @@ from zoo.backbones import embedding_dim
 from zoo.errors import ConfigError, EdgezooError, RunDirError
 from zoo.fsutil import atomic_path, atomic_write_json, atomic_write_text
 from zoo.layout import CONFIG, REPLAY_IN, RunDir
+from zoo.records import Metrics
 from zoo.timm_files import backbone_config, save_backbone
 
 log = logging.getLogger(__name__)
@@ -680,21 +681,21 @@ class Trainer:
                                         **({"init": self.init_record} if self.init_record else {}),
                                         **method.provenance()})
         save_backbone(backbone, self.run.backbone, config)
-        metrics = {
-            "method": cfg.method, "method_info": describe_method(cfg), "model": cfg.model, "architecture": arch,
-            "model_args": cfg.model_args, "small_stem": cfg.small_stem,
-            "img_size": cfg.img_size, "epochs": epochs, "batch_size": cfg.batch_size,
-            "time_budget": budget,
-            "num_images": method.num_samples, "images_seen": images_seen, "wall_time_s": round(wall, 3),
-            "elapsed_s": round(elapsed, 3),
-            "images_per_sec": round(images_seen / wall, 2) if wall > 0 else None,
-            "peak_mem_mb": round(peak_memory_mb(self.device), 1), "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else
+        metrics = Metrics(
+            method=cfg.method, method_info=describe_method(cfg), model=cfg.model, architecture=arch,
+            model_args=cfg.model_args, small_stem=cfg.small_stem,
+            img_size=cfg.img_size, epochs=epochs, batch_size=cfg.batch_size,
+            time_budget=budget,
+            num_images=method.num_samples, images_seen=images_seen, wall_time_s=round(wall, 3),
+            elapsed_s=round(elapsed, 3),
+            images_per_sec=round(images_seen / wall, 2) if wall > 0 else None,
+            peak_mem_mb=round(peak_memory_mb(self.device), 1), device=str(self.device),
+            device_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else
             f"cpu ({torch.get_num_threads()} threads)",
-            "knn_top1": last_row.get("knn_top1"), "knn_bank": knn_bank, "rankme": last_row.get("rankme"),
-            "embed_dim": method.embed_dim, "final_loss": last_row.get("loss"),
-            "torch_version": torch.__version__,
-            "compile": self.compile_result.as_dict() if self.compile_result else None,
-        }
-        atomic_write_json(self.run.metrics, metrics)
-        return metrics
+            knn_top1=last_row.get("knn_top1"), knn_bank=knn_bank, rankme=last_row.get("rankme"),
+            embed_dim=method.embed_dim, final_loss=last_row.get("loss"),
+            torch_version=torch.__version__,
+            compile=self.compile_result.as_dict() if self.compile_result else None,
+        )
+        atomic_write_json(self.run.metrics, metrics.to_json())
+        return metrics.to_json()

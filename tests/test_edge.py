@@ -191,9 +191,9 @@ def test_read_validation_refuses_missing_failed_and_changed_exports(tmp_path):
     report = {"passed": True, "checks": [{"name": "fp32_min_cosine", "passed": True}],
               "files": {"model.onnx": file_record(model), "model.ort": file_record(ort_file)}}
     (tmp_path / "validation.json").write_text(json.dumps(report))
-    assert read_validation(tmp_path)["passed"] is True
+    assert read_validation(tmp_path).passed is True
     ort_file.unlink()  # a published copy may carry only some of the files
-    assert read_validation(tmp_path)["passed"] is True
+    assert read_validation(tmp_path).passed is True
     model.write_bytes(b"weightz")  # same size, other content
     with pytest.raises(ExportNotValidatedError, match="changed since validation"):
         read_validation(tmp_path)
@@ -201,7 +201,7 @@ def test_read_validation_refuses_missing_failed_and_changed_exports(tmp_path):
     (tmp_path / "validation.json").write_text(json.dumps(report))
     with pytest.raises(ExportNotValidatedError, match="fp32_min_cosine"):
         read_validation(tmp_path, verify_files=False)
-    assert read_validation(tmp_path, require_passed=False, verify_files=False)["passed"] is False
+    assert read_validation(tmp_path, require_passed=False, verify_files=False).passed is False
 
 
 def test_validation_written_before_the_one_record_shape_still_verifies(tmp_path):
@@ -212,7 +212,7 @@ def test_validation_written_before_the_one_record_shape_still_verifies(tmp_path)
     assert file_record(model) == {"sha256": sha256_file(model), "size": 7}  # what new reports write
     report = {"passed": True, "checks": [], "files": {"model.onnx": {"bytes": 7, "sha256": sha256_file(model)}}}
     (tmp_path / "validation.json").write_text(json.dumps(report))
-    assert read_validation(tmp_path)["passed"] is True
+    assert read_validation(tmp_path).passed is True
     model.write_bytes(b"weightz")  # same size, other content
     with pytest.raises(ExportNotValidatedError, match="changed since validation"):
         read_validation(tmp_path)

@@ -73,7 +73,7 @@ def test_every_check_passes_on_cifar10_test_images(exports, runs, name):
     out, report = exports[name]
     assert report["passed"] is True, [c for c in report["checks"] if not c["passed"]]
     on_disk = read_validation(out)  # passing, and every listed file unchanged
-    assert on_disk["passed"] is True
+    assert on_disk.passed is True
     checks = {c["name"]: c for c in report["checks"]}
     assert set(checks) == {"fp32_max_abs_diff", "fp32_min_cosine", "ort_format_max_abs_diff", "int8_median_cosine",
                            "int8_knn_top1_drop_points"}

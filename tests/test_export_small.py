@@ -62,16 +62,16 @@ def test_small_labelled_folder_without_a_split_exports_and_validates(small_run, 
     assert read_run(small_run).eval_spec is None and read_run(small_run).labelled
     assert main(["export", str(small_run), "--no-latency"]) == 0  # the defaults: --val-images 2000
     report = read_validation(small_run / "export")  # passed, files unchanged
-    split = report["data"]["split"]
+    split = report.data["split"]
     assert split["available_images"] == 2 * PER_CLASS
     assert split["num_queries"] == PER_CLASS and split["num_bank"] == PER_CLASS  # halves, disjoint
-    assert report["data"]["validation"]["num_images"] == PER_CLASS
-    assert report["data"]["knn_bank"]["num_images"] == PER_CLASS
+    assert report.data["validation"]["num_images"] == PER_CLASS
+    assert report.data["knn_bank"]["num_images"] == PER_CLASS
     assert "disjoint kNN bank of 30" in split["note"]
-    knn = report["knn"]
+    knn = report.knn
     assert knn["k"] == PER_CLASS  # k as used: capped by the bank
     assert 0.0 <= knn["torch"] <= 1.0 and knn["checked"] is False and "only 30 queries" in knn["reason"]
-    names = {c["name"] for c in report["checks"]}
+    names = {c["name"] for c in report.checks}
     assert names == {"fp32_max_abs_diff", "fp32_min_cosine", "ort_format_max_abs_diff", "int8_median_cosine"}
     out = capsys.readouterr().out
     assert "validation PASSED" in out and "not checked" in out and "disjoint kNN bank" in out

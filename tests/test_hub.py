@@ -101,9 +101,9 @@ def test_local_round_trip_torch_and_onnx(run, tmp_path, images):
 
     rows = zoo.list_models(hub_dir=hub_dir)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert [(r["repo_id"], r["version"], r["versions"]) for r in rows] == [("edgezoo/tiny", "v2", 2)]
-    assert rows[0]["knn_top1"] == metrics["knn_top1"] and rows[0]["embed_dim"] == metrics["embed_dim"]
-    assert rows[0]["onnx_passed"] is True
+    assert [(r.repo_id, r.version, r.versions) for r in rows] == [("edgezoo/tiny", "v2", 2)]
+    assert rows[0].knn_top1 == metrics["knn_top1"] and rows[0].embed_dim == metrics["embed_dim"]
+    assert rows[0].onnx_passed is True
 
 
 def test_existing_version_is_refused_and_nothing_changes(run, tmp_path):
@@ -255,16 +255,16 @@ def test_model_card_renders_real_numbers_from_the_run(run):
     meta = _front_matter(text)
     assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
     assert meta["datasets"] == ["uoft-cs/cifar10"] and meta["license"] == "apache-2.0"
-    assert "edgezoo" in meta["tags"] and m["architecture"] in meta["tags"]
+    assert "edgezoo" in meta["tags"] and m.architecture in meta["tags"]
     result = meta["model-index"][0]["results"][0]
-    assert result["metrics"][0]["value"] == round(100 * m["knn_top1"], 2)
+    assert result["metrics"][0]["value"] == round(100 * m.knn_top1, 2)
     assert result["dataset"]["type"] == "imagefolder"  # the tiny run evaluates on a local folder, not a Hub dataset
-    for needle in (f"{100 * m['knn_top1']:.2f}%", f"{m['rankme']:.4g}", f"{m['wall_time_s']:.1f} s",
-                   f"{ctx['stats']['params'] / 1e6:.3g} M", f"{ctx['stats']['gmacs']:.3g}", str(m["embed_dim"]),
-                   f"{m['img_size']} x {m['img_size']}", m["device_name"], "training_curve.png", "2404.19289",
+    for needle in (f"{100 * m.knn_top1:.2f}%", f"{m.rankme:.4g}", f"{m.wall_time_s:.1f} s",
+                   f"{ctx['stats']['params'] / 1e6:.3g} M", f"{ctx['stats']['gmacs']:.3g}", str(m.embed_dim),
+                   f"{m.img_size} x {m.img_size}", m.device_name, "training_curve.png", "2404.19289",
                    'from_pretrained("edgezoo/tiny", revision="v1")', "hf-hub:edgezoo/tiny@v1", 'backend="onnx"'):
         assert needle in text, needle
-    for check in facts.validation["checks"]:
+    for check in facts.validation.checks:
         assert check["name"] in text
     assert str(run) not in text and "/tmp" not in text  # no local paths leak
     assert "None" not in text and "nan" not in text.lower().replace("nanjing", "")
@@ -319,8 +319,6 @@ def _evaluated_copy(run: Path, dest: Path) -> Path:
 
 
 def test_card_shows_one_headline_knn_with_its_protocol_and_labels_the_export_check(run, tmp_path):
-    from zoo.card import RANDOM_INIT_KEY
-
     own = _evaluated_copy(run, tmp_path / "run")
     evaluation = json.loads((own / "eval.json").read_text())
     result = publish(own, "edgezoo/tiny", hub_dir=tmp_path / "hub")
@@ -350,14 +348,14 @@ def test_card_shows_one_headline_knn_with_its_protocol_and_labels_the_export_che
 
     # The random-init baseline of eval.json under the same protocol; "not measured" without one.
     random_row = next(ln for ln in card.splitlines() if "random-init" in ln)
-    measured = evaluation.get(RANDOM_INIT_KEY)
+    measured = evaluation.get("random_init_knn_top1")
     assert "same protocol" in random_row
     assert (f"{100 * measured:.2f}%" if measured is not None else "not measured") in random_row
-    unmeasured = {k: v for k, v in evaluation.items() if k != RANDOM_INIT_KEY}
+    unmeasured = {k: v for k, v in evaluation.items() if k != "random_init_knn_top1"}
     (own / "eval.json").write_text(json.dumps(unmeasured))
     text = render_card(card_context(check_run(own), "edgezoo/tiny", "v2", hub="local", files={}))
     assert "not measured" in next(ln for ln in text.splitlines() if "random-init" in ln)
-    (own / "eval.json").write_text(json.dumps({**evaluation, RANDOM_INIT_KEY: 0.2113, "num_train": 10000}))
+    (own / "eval.json").write_text(json.dumps({**evaluation, "random_init_knn_top1": 0.2113, "num_train": 10000}))
     text = render_card(card_context(check_run(own), "edgezoo/tiny", "v2", hub="local", files={}))
     assert "21.13%" in next(ln for ln in text.splitlines() if "random-init" in ln)
     assert "bank: 10,000 training images" in text and f"on a smaller bank ({bank:,} training" in " ".join(text.split())
@@ -540,12 +538,13 @@ def test_receiver_commits_all_or_nothing_and_rejects_bad_uploads(tmp_path):
 def test_the_card_renders_whatever_method_the_run_describes():
     """zoo/ knows no method: a method the core has never heard of is named, cited and shown by its own record."""
     from zoo.card import method_context
+    from zoo.records import Metrics
 
     info = {"key": "newssl", "name": "NewSSL (one view)", "options": {"new_knob": 3},
             "citation": {"key": "new2026", "text": "A. Author. NewSSL.", "bibtex": "@article{new2026}", "arxiv": ""},
             "engine_citation": {"key": "cao2024efficiency", "text": "Cao & Wu", "bibtex": "@article{x}", "arxiv": ""}}
-    ctx = method_context({"method": "newssl", "method_info": info}, {"lr": 0.1, "new_knob": 3, "unrelated": 1})
+    ctx = method_context(Metrics(method="newssl", method_info=info), {"lr": 0.1, "new_knob": 3, "unrelated": 1})
     assert ctx["method_name"] == "NewSSL (one view)" and ctx["citation"]["key"] == "new2026"
     assert ctx["key_options"] == {"lr": 0.1, "new_knob": 3}
-    old = method_context({"method": "effssl"}, {"lr": 0.1})  # a run from before methods described themselves
+    old = method_context(Metrics.from_json({"method": "effssl"}), {"lr": 0.1})  # a run from before methods described themselves
     assert old["method_name"] == "effssl" and old["citation"] is None

@@ -89,7 +89,7 @@ def test_python_publish_and_list_models_default_to_the_local_hub(run, logged_in,
 
     result = publish(run, "edgezoo/choice-api")
     assert (result.hub, result.location) == ("local", str(LocalHub(logged_in).repo_dir("edgezoo/choice-api")))
-    assert [r["repo_id"] for r in list_models()] == ["edgezoo/choice-api"]
+    assert [r.repo_id for r in list_models()] == ["edgezoo/choice-api"]
     assert no_http == []
 
 

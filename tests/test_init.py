@@ -199,6 +199,7 @@ def test_eval_measures_the_starting_weights_beside_random_init_and_the_card_show
 
     from pretrain.evaluate import evaluate_run
     from zoo.card import knn_headline
+    from zoo.records import CatalogRow, Evaluation, Metrics
     from app.zoo.table import markdown_table, reference_rows
 
     result = evaluate_run(init_run, eval_data=str(gallery), max_train=40, device="cpu")
@@ -206,14 +207,14 @@ def test_eval_measures_the_starting_weights_beside_random_init_and_the_card_show
     assert 0.5 <= result["init_knn_top1"] <= 1.0  # ImageNet features tell 40 ants from bees
     assert result["random_init_knn_top1"] is not None and result["init_knn_top1"] != result["random_init_knn_top1"]
     assert json.loads(RunDir(init_run).eval.read_text())["init_knn_top1"] == result["init_knn_top1"]
-    headline = knn_headline(SimpleNamespace(evaluation=result, metrics={}, config={}, data={}))
+    headline = knn_headline(SimpleNamespace(evaluation=Evaluation.from_json(result), metrics=Metrics(), config={},
+                                            data={}))
     assert (headline["init"], headline["init_top1"]) == (LITE0, result["init_knn_top1"])
 
-    row = {"repo_id": "edgezoo/init", "version": "v1", "architecture": "tf_efficientnet_lite0", "img_size": 64,
-           "knn_top1": result["knn_top1"], "init": LITE0, "init_knn_top1": result["init_knn_top1"], "fp32_b1_ms": 1.1,
-           "int8_b1_ms": 5.5}
-    (ref,) = reference_rows([row, {"repo_id": "edgezoo/scratch", "architecture": "resnet18", "knn_top1": 0.3}])
-    assert (ref["repo_id"], ref["knn_top1"], ref["fp32_b1_ms"], ref["reference"]) == \
-        (LITE0, result["init_knn_top1"], 1.1, True)
-    assert "int8_b1_ms" not in ref  # its int8 model would be another quantization: not measured
+    row = CatalogRow(repo_id="edgezoo/init", version="v1", architecture="tf_efficientnet_lite0", img_size=64,
+                     knn_top1=result["knn_top1"], init=LITE0, init_knn_top1=result["init_knn_top1"], fp32_b1_ms=1.1,
+                     int8_b1_ms=5.5)
+    (ref,) = reference_rows([row, CatalogRow(repo_id="edgezoo/scratch", architecture="resnet18", knn_top1=0.3)])
+    assert (ref.repo_id, ref.knn_top1, ref.fp32_b1_ms, ref.reference) == (LITE0, result["init_knn_top1"], 1.1, True)
+    assert ref.int8_b1_ms is None  # its int8 model would be another quantization: not measured
     assert f"| {LITE0}, untrained (reference)" in markdown_table([row])

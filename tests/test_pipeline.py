@@ -30,6 +30,11 @@ def test_first_run_does_every_stage(published):
     assert seconds["pretrain"] >= json.loads((run / "metrics.json").read_text())["elapsed_s"] - 0.01, seconds
     assert (run / "metrics.json").is_file() and (run / "eval.json").is_file()
     assert json.loads((run / "export" / "validation.json").read_text())["passed"] is True
+    from zoo.records import Evaluation, Metrics, Validation
+
+    # Each writer writes its record's fields and nothing else: a key added to a report is added to its record.
+    for record, path in ((Metrics, "metrics.json"), (Evaluation, "eval.json"), (Validation, "export/validation.json")):
+        assert record.read(run / path).extra == {}, path
     assert first["version"] == "v1" and first["commit"]
     from zoo.hub.local import LocalHub
 

@@ -77,24 +77,24 @@ def test_every_entry_is_built_and_published(zoo):
 
 
 def test_table_rows_are_the_published_files(zoo):
-    rows = {r["repo_id"]: r for r in zoo["build"].rows}
+    rows = {r.repo_id: r for r in zoo["build"].rows}
     assert set(rows) == {"edgezoo-test/mnv3-tiny", "edgezoo-test/vit-tiny"}
     table = zoo["table"].read_text()
     for repo, row in rows.items():
         evaluation = _published(zoo, repo, "training/eval.json")
         validation = _published(zoo, repo, "onnx/validation.json")
         metrics = _published(zoo, repo, "training/metrics.json")
-        assert row["knn_top1"] == evaluation["knn_top1"]
-        assert row["random_init_knn_top1"] == evaluation["random_init_knn_top1"]
-        assert row["int8_mb"] == validation["sizes"]["model.int8.onnx"] / 1e6
-        assert row["int8_b1_ms"] == validation["latency_ms"]["ort_int8"]["batch1"]["p50_ms"]
-        assert row["gmacs"] == validation["complexity"]["gmacs"] > 0
-        assert row["params_m"] == validation["complexity"]["params"] / 1e6
-        assert row["int8_scheme"] == validation["quantization"]["scheme"] and row["onnx_passed"] is True
-        assert row["epochs"] == metrics["epochs"] and row["num_images"] == metrics["num_images"]
+        assert row.knn_top1 == evaluation["knn_top1"]
+        assert row.random_init_knn_top1 == evaluation["random_init_knn_top1"]
+        assert row.int8_mb == validation["sizes"]["model.int8.onnx"] / 1e6
+        assert row.int8_b1_ms == validation["latency_ms"]["ort_int8"]["batch1"]["p50_ms"]
+        assert row.gmacs == validation["complexity"]["gmacs"] > 0
+        assert row.params_m == validation["complexity"]["params"] / 1e6
+        assert row.int8_scheme == validation["quantization"]["scheme"] and row.onnx_passed is True
+        assert row.epochs == metrics["epochs"] and row.num_images == metrics["num_images"]
         line = next(ln for ln in table.splitlines() if ln.startswith(f"| {repo.split('/')[1]}@v1"))
-        assert f"| {100 * row['knn_top1']:.1f} |" in line and f"| {row['int8_mb']:.1f} |" in line, line
-        assert f"| {row['gmacs']:.3f} |" in line, line
+        assert f"| {100 * row.knn_top1:.1f} |" in line and f"| {row.int8_mb:.1f} |" in line, line
+        assert f"| {row.gmacs:.3f} |" in line, line
     assert "## Build time of each entry" in table and "| mnv3-tiny | edgezoo-test/mnv3-tiny |" in table
     png = zoo["plot"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(zoo.png)" in table

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from zoo.errors import EdgezooError
 from zoo.layout import WEIGHTS
 from zoo.public import public_json, public_path
+from zoo.records import Evaluation, Metrics, Validation
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.runfiles import RunFiles
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 CURVE_NAME = "training_curve.png"
 # A link to model_cards/template.md.j2 (the copy reviewers edit), so installed wheels carry the template too.
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
-# eval.json's kNN top-1 of the randomly initialised network of the same architecture, under the same
-# protocol (bank, test set, k, t): the baseline the headline kNN is read against.
-RANDOM_INIT_KEY = "random_init_knn_top1"
 # Named sources that are Hub datasets: (Hub dataset id, display name). A user's folder has no id.
 HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10")}
 # Training options every card shows; each method adds its own (metrics.json ``method_info.options``, written by
@@ -40,13 +38,13 @@ KEY_OPTIONS = ("data", "max_images", "img_size", "model", "small_stem", "method"
                "batch_size", "lr", "seed")
 
 
-def method_context(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+def method_context(metrics: Metrics, config: dict[str, Any]) -> dict[str, Any]:
     """The card's method name, citations and options from the run's own description of its method
     (``method_info``; a run trained before methods described themselves shows its method's key only)."""
-    info = metrics.get("method_info") or {}
+    info = metrics.method_info or {}
     options = {k: config[k] for k in KEY_OPTIONS if k in config}
     options.update({k: config.get(k, v) for k, v in (info.get("options") or {}).items()})
-    return {"method_name": info.get("name", metrics["method"]), "citation": info.get("citation"),
+    return {"method_name": info.get("name", metrics.method), "citation": info.get("citation"),
             "method_citation": info.get("engine_citation"), "key_options": options}
 
 
@@ -183,22 +181,17 @@ def _latency_rows(latency: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def onnx_summary(validation: dict[str, Any]) -> dict[str, Any]:
-    """export/validation.json in the card's terms (tolerates the keys of older and newer reports)."""
-    v = public_json(validation)
-    onnx, runtime = v.get("onnx") or {}, v.get("runtime") or {}
-    fp32, int8 = v.get("fp32_vs_torch") or v.get("fp32") or {}, v.get("int8_vs_torch") or v.get("int8") or {}
+def onnx_summary(validation: Validation) -> dict[str, Any]:
+    """export/validation.json in the card's terms, local paths reduced to their last component."""
+    v = Validation.from_json(public_json(validation.to_json()))
+    fp32, int8 = v.fp32_vs_torch, v.int8_vs_torch
     return {
-        "passed": v.get("passed"), "checks": v.get("checks", []),
-        "opset": onnx.get("opset", v.get("opset")),
-        "onnxruntime": runtime.get("onnxruntime", v.get("onnxruntime_version")),
-        "machine": runtime.get("machine"), "exporter": (v.get("export") or {}).get("exporter"),
-        "quantization": v.get("quantization") or {}, "validated_on": (v.get("data") or {}).get("validation") or {},
+        "passed": v.passed, "checks": v.checks, "opset": v.opset, "onnxruntime": v.onnxruntime,
+        "machine": v.runtime.get("machine"), "exporter": v.export.get("exporter"),
+        "quantization": v.quantization, "validated_on": v.data.get("validation") or {},
         "agreement": [(key, fp32.get(key), int8.get(key)) for key in dict.fromkeys([*fp32, *int8])
                       if not key.endswith("_raw")],
-        "knn": v.get("knn") or {},
-        "knn_bank": ((v.get("data") or {}).get("knn_bank") or {}).get("num_images"),
-        "latency": _latency_rows(v.get("latency_ms") or v.get("latency") or {}),
+        "knn": v.knn, "knn_bank": v.knn_bank_images, "latency": _latency_rows(v.latency_ms),
     }
 
 
@@ -245,16 +238,16 @@ def knn_headline(run: "RunFiles") -> dict[str, Any]:
     The random-init baseline (and an ``--init`` run's untrained starting weights) are shown only from eval.json,
     where they are measured under the same protocol.
     """
-    ev, m, cfg = run.evaluation or {}, run.metrics, run.config
-    if ev.get("knn_top1") is not None:
-        hub_id, name, split = _named_source(ev.get("test"))
-        return {"top1": ev["knn_top1"], "k": ev.get("k"), "t": ev.get("t"), "bank": ev.get("num_train"),
-                "test": ev.get("num_test"), "rankme": ev.get("rankme", m.get("rankme")), "source": "training/eval.json",
-                "random_init": ev.get(RANDOM_INIT_KEY), "init": ev.get("init"), "init_top1": ev.get("init_knn_top1"),
+    ev, m, cfg = run.evaluation or Evaluation(), run.metrics, run.config
+    if ev.knn_top1 is not None:
+        hub_id, name, split = _named_source(ev.test)
+        return {"top1": ev.knn_top1, "k": ev.k, "t": ev.t, "bank": ev.num_train, "test": ev.num_test,
+                "rankme": m.rankme if ev.rankme is None else ev.rankme, "source": "training/eval.json",
+                "random_init": ev.random_init_knn_top1, "init": ev.init, "init_top1": ev.init_knn_top1,
                 "dataset": {"hub_id": hub_id, "name": name, "split": split}}
     data = dataset_info(cfg, run.data)
-    return {"top1": m.get("knn_top1"), "k": cfg.get("knn_k"), "t": cfg.get("knn_t"),
-            "bank": m.get("knn_bank") or cfg.get("eval_max_train"), "test": None, "rankme": m.get("rankme"),
+    return {"top1": m.knn_top1, "k": cfg.get("knn_k"), "t": cfg.get("knn_t"),
+            "bank": m.knn_bank or cfg.get("eval_max_train"), "test": None, "rankme": m.rankme,
             "source": "training/metrics.json", "random_init": None, "init": None, "init_top1": None,
             "dataset": {"hub_id": data["eval_hub_id"], "name": data["eval_name"], "split": data["eval_split"]}}
 
@@ -266,7 +259,7 @@ def _metadata(ctx: dict[str, Any]) -> dict[str, Any]:
         "pipeline_tag": "image-feature-extraction",
         "license": ctx["license"],
         "tags": sorted({"edgezoo", "timm", "image-feature-extraction", "self-supervised", "onnx",
-                        str(m["method"]), str(m["architecture"])}),
+                        str(m.method), str(m.architecture)}),
     }
     if data["hub_id"]:
         meta["datasets"] = [data["hub_id"]]
@@ -297,7 +290,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
 
     m, cfg = run.metrics, run.backbone_config
     pcfg = cfg.get("pretrained_cfg", {})
-    stats = stats or model_stats(run.backbone, int(m["img_size"]))
+    stats = stats or model_stats(run.backbone, int(m.img_size))
     config = public_json(run.config)
     ctx: dict[str, Any] = {
         "repo_id": repo_id, "name": repo_id.split("/")[-1], "version": version,

@@ -26,6 +26,7 @@ from zoo.errors import EdgezooError
 from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, ORT, ORT_INT8, ORT_OPS, PREPROCESS, VALIDATION, RunDir
 from zoo.manifest import record_mismatch
 from zoo.preprocess import Preprocess, batched, l2_normalize
+from zoo.records import Validation
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def preprocess_beside(model_path: str | Path) -> Preprocess | None:
 
 
 def read_validation(export_dir: str | Path, *, require_passed: bool = True, verify_files: bool = True,
-                    ) -> dict[str, Any]:
+                    ) -> Validation:
     """An export's validation.json; raises ExportNotValidatedError if missing, failed or stale.
 
     With ``verify_files`` every file it lists that is present (a published copy may carry only some) must still
@@ -81,13 +82,15 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
     if not path.is_file():
         raise ExportNotValidatedError(f"{path}: missing; run `edgezoo export RUN_DIR --out {export_dir}` first")
     try:
-        report = json.loads(path.read_text())
-        passed = bool(report["passed"])
-        files = dict(report.get("files", {}))
-    except (ValueError, KeyError, TypeError) as exc:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("passed"), bool):
+            raise ValueError("no pass/fail verdict")
+        report = Validation.from_json(data)
+        files = dict(report.files)
+        failed = report.failed_checks
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ExportNotValidatedError(f"{path}: unreadable ({exc}); re-run `edgezoo export`") from exc
-    if require_passed and not passed:
-        failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
+    if require_passed and not report.passed:
         raise ExportNotValidatedError(f"{export_dir}: export failed validation ({', '.join(failed) or 'see report'})")
     if verify_files:
         present = {name: rec for name, rec in files.items() if (export_dir / name).is_file()}
@@ -100,7 +103,7 @@ def read_validation(export_dir: str | Path, *, require_passed: bool = True, veri
     return report
 
 
-def current_export(run: RunDir) -> dict[str, Any]:
+def current_export(run: RunDir) -> Validation:
     """The validation report of a RUN_DIR's export that is current; raises ExportNotValidatedError saying why not.
 
     The one rule of the export stage (redo unless current) and of publishing (refuse unless current): a

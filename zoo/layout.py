@@ -28,6 +28,9 @@ RUN_DIR/                        written by              holds
                                                         sha256 of every file it vouches for
   *.tmp                         any stage               a write in progress (atomic rename); left only by a crash
 
+metrics.json, eval.json and validation.json are read and written through their records in zoo/records.py
+(`Metrics`, `Evaluation`, `Validation`): the keys each holds are listed there, once.
+
 Complete / stale, per stage (`RunDir`):
   pretrain  complete: metrics.json; resumable: checkpoint.pt without it; anything else: start afresh
   evaluate  fresh: eval.json not older than the weights

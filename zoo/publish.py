@@ -58,12 +58,12 @@ def stage_repo(run: RunFiles, repo_id: str, version: str, dest: str | Path, *, h
     for rel, src in sources.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.run_dir / src, dest / rel)
-    for rel, value in ((BACKBONE_CONFIG, run.backbone_config), (REPO_VALIDATION, run.validation),
+    for rel, value in ((BACKBONE_CONFIG, run.backbone_config), (REPO_VALIDATION, run.validation.to_json()),
                        (LINEAGE, run.lineage)):
         if value is not None and public_json(value) != value:  # same layout as the stages write
             (dest / rel).write_text(json.dumps(public_json(value), indent=2) + "\n")
     if run.evaluation is not None:
-        (dest / REPO_EVAL).write_text(json.dumps(public_json(run.evaluation), indent=2) + "\n")
+        (dest / REPO_EVAL).write_text(json.dumps(public_json(run.evaluation.to_json()), indent=2) + "\n")
     (dest / REPO_CONFIG).write_text(yaml.safe_dump(public_json(run.config), sort_keys=False))
     card.plot_training_curve(run.log_rows, dest / card.CURVE_NAME, title=f"{repo_id} {version}")
     published = {rel: p.stat().st_size for rel, p in _repo_size(dest)[0].items()}  # what the card lists
@@ -98,7 +98,7 @@ def publish(run_dir: str | Path, repo_id: str, *, version: str | None = None, hu
     note = default_hub_note(hub, hub_dir, "publishes to")  # a logged-in user may expect the Hub
     if note:
         log.info("publishing %s to %s: %s", repo_id, target.describe(), note)
-    message = f"edgezoo: {run.metrics.get('architecture')} {run.metrics.get('method')}"
+    message = f"edgezoo: {run.metrics.architecture} {run.metrics.method}"
     version = _pick_version(version, target.tags(repo_id), repo_id)
     with scratch_dir(target.staging) as tmp:
         staged = stage_repo(run, repo_id, version, tmp / "repo", hub=target.kind)

@@ -16,6 +16,7 @@ from typing import Any
 
 from zoo.hub import PublishRefused
 from zoo.layout import BACKBONE, CHECKPOINT, CONFIG, EXPORT, LOG, METRICS, REPO_FILES, RunDir
+from zoo.records import Evaluation, Metrics, Validation
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,13 @@ class RunFiles:
 
     run_dir: Path
     config: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: Metrics
     backbone_config: dict[str, Any]
-    validation: dict[str, Any]
+    validation: Validation
     log_rows: list[dict[str, str]]
     data: dict[str, Any]
     lineage: Any = None
-    evaluation: dict[str, Any] | None = None  # eval.json (`edgezoo eval`), when not older than the weights
+    evaluation: Evaluation | None = None  # eval.json (`edgezoo eval`), when not older than the weights
 
     @property
     def backbone(self) -> Path:
@@ -54,7 +55,7 @@ def _read_json(path: Path, run_dir: Path) -> Any:
         raise _refuse(run_dir, f"{path.relative_to(run_dir)} is unreadable ({exc})") from exc
 
 
-def _check_export(run: RunDir) -> dict[str, Any]:
+def _check_export(run: RunDir) -> Validation:
     """The export's validation report, when the export is current (`zoo.edge.current_export`)."""
     from zoo.edge import ExportNotValidatedError, current_export
 
@@ -89,10 +90,10 @@ def check_run(run_dir: str | Path) -> RunFiles:
     if not run.newer_than_weights(run.metrics):
         raise _refuse(run_dir, f"{METRICS} is older than {BACKBONE}/: the metrics do not describe these weights")
     validation = _check_export(run)
-    metrics = _read_json(run.metrics, run_dir)
+    metrics = Metrics.from_json(_read_json(run.metrics, run_dir))
     backbone_config = _read_json(run.backbone_config, run_dir)
-    if metrics.get("embed_dim") != backbone_config.get("embed_dim"):
-        raise _refuse(run_dir, f"{METRICS} embed_dim {metrics.get('embed_dim')} != {run.rel(run.backbone_config)} "
+    if metrics.embed_dim != backbone_config.get("embed_dim"):
+        raise _refuse(run_dir, f"{METRICS} embed_dim {metrics.embed_dim} != {run.rel(run.backbone_config)} "
                                f"{backbone_config.get('embed_dim')}")
     with open(run.log, newline="") as fh:
         log_rows = list(csv.DictReader(fh))
@@ -105,7 +106,7 @@ def check_run(run_dir: str | Path) -> RunFiles:
                     evaluation=_fresh_evaluation(run))
 
 
-def _fresh_evaluation(run: RunDir) -> dict[str, Any] | None:
+def _fresh_evaluation(run: RunDir) -> Evaluation | None:
     """eval.json, unless it is missing or older than the weights (it would describe other weights)."""
     if not run.eval.is_file():
         return None
@@ -113,4 +114,4 @@ def _fresh_evaluation(run: RunDir) -> dict[str, Any] | None:
         log.warning("%s is older than %s: not used (re-run `edgezoo eval %s`)", run.eval, run.rel(run.weights),
                     run.path)
         return None
-    return _read_json(run.eval, run.path)
+    return Evaluation.from_json(_read_json(run.eval, run.path))

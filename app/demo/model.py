@@ -142,9 +142,8 @@ def model_choices(current: str, runs_dir: Path | None = None, hub: str | None = 
     from app.zoo.table import row_summary, sort_rows
 
     for row in sort_rows(rows):  # the zoo table's order and numbers: best kNN first
-        if row.get("version"):
-            choices.setdefault(f"{row['repo_id']}@{row['version']}",
-                               f"{row['repo_id']} {row['version']} ({row_summary(row)})")
+        if row.version:
+            choices.setdefault(f"{row.repo_id}@{row.version}", f"{row.repo_id} {row.version} ({row_summary(row)})")
     return [(label, spec) for spec, label in choices.items()]
 
 

@@ -47,6 +47,7 @@ import yaml
 from zoo.errors import ConfigError, EdgezooError
 from zoo.fsutil import atomic_write_json, atomic_write_text
 from zoo.hub import HUBS
+from zoo.records import CatalogRow
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class ZooBuild:
     spec: ZooSpec
     results: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[CatalogRow] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -280,12 +281,12 @@ def build_zoo(spec: ZooSpec, *, only: Sequence[str] | None = None, hub: str | No
     return build
 
 
-def spec_rows(spec: ZooSpec, hub: str | None, hub_dir: str | Path | None) -> list[dict[str, Any]]:
+def spec_rows(spec: ZooSpec, hub: str | None, hub_dir: str | Path | None) -> list[CatalogRow]:
     """The index rows of the spec's published repos (an entry never published has none)."""
     from zoo.catalog import list_models
 
     repos = {e.repo for e in spec.entries}
-    return [row for row in list_models(hub=spec.hub_for(hub, hub_dir), hub_dir=hub_dir) if row["repo_id"] in repos]
+    return [row for row in list_models(hub=spec.hub_for(hub, hub_dir), hub_dir=hub_dir) if row.repo_id in repos]
 
 
 def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
@@ -295,7 +296,7 @@ def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
 
     spec, rows = build.spec, build.rows
     if plot is not None and rows:
-        plot_zoo([{**r, "name": display_name(r)} for r in rows], plot, title=f"edgezoo zoo: {spec.name}")
+        plot_zoo([{**r.to_json(), "name": display_name(r)} for r in rows], plot, title=f"edgezoo zoo: {spec.name}")
     by_repo = {e.repo: e for e in spec.entries}
     times = (build.record.get("entries") or {})
     lines = [f"# The edgezoo zoo: `{spec.name}`", "",
@@ -313,8 +314,8 @@ def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
     lines += ["## Build time of each entry", "",
               "Seconds per stage in the build that did the work (a later build that skips an entry keeps them).", "",
               "| entry | repo | pretrain | evaluate | export | publish | total |", "|---|---|---:|---:|---:|---:|---:|"]
-    for row in sorted(rows, key=lambda r: r["repo_id"]):
-        entry = by_repo[row["repo_id"]]
+    for row in sorted(rows, key=lambda r: r.repo_id):
+        entry = by_repo[row.repo_id]
         rec = times.get(entry.name) or {}
         s = rec.get("stage_seconds") or {}
         cells = [f"{s[n]:.0f}" if n in s else "-" for n in ("pretrain", "evaluate", "export", "publish")]

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from app.zoo.build import (BUILD_RECORD, DEFAULT_PLOT, DEFAULT_RUNS, DEFAULT_TABLE, ZooBuild, read_record, build_zoo,
                            list_specs, load_spec, spec_rows, write_table)
 from zoo.cli import add_hub_arguments
+from zoo.records import CatalogRow
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,16 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[CatalogRow]) -> str:
     """A plain-text table of the index (fixed-width columns)."""
-    cells = [[title for _, title in _COLUMNS]] + [[_cell(k, r.get(k)) for k, _ in _COLUMNS] for r in rows]
+    cells = [[title for _, title in _COLUMNS]] + [[_cell(k, getattr(r, k)) for k, _ in _COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def run_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_list(args: argparse.Namespace) -> list[CatalogRow]:
     from zoo.catalog import list_models
     from zoo.hub import default_hub_note, open_hub
 
@@ -97,7 +98,7 @@ def run_list(args: argparse.Namespace) -> list[dict[str, Any]]:
         log.info("listing %s: %s", hub.describe(), note)
     rows = list_models(hub=args.hub, hub_dir=args.hub_dir)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.to_json() for r in rows], indent=2))
     elif not rows:
         print(f"no published models in {hub.describe()}")
     elif args.table:

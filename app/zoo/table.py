@@ -18,17 +18,18 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from app.zoo.plot import pareto_front
+from zoo.records import CatalogRow
 
 LEARNED_MARGIN = 0.05  # kNN top-1 over random init (5 points) a published backbone must clear
 
 
-def display_name(row: dict[str, Any]) -> str:
-    return str(row.get("repo_id", "?")).split("/")[-1]
+def display_name(row: CatalogRow) -> str:
+    return row.name
 
 
-def learned(row: dict[str, Any]) -> bool | None:
+def learned(row: CatalogRow) -> bool | None:
     """True when kNN top-1 beats random init by LEARNED_MARGIN; None when either is unknown."""
-    knn, rand = row.get("knn_top1"), row.get("random_init_knn_top1")
+    knn, rand = row.knn_top1, row.random_init_knn_top1
     if knn is None or rand is None:
         return None
     return knn - rand >= LEARNED_MARGIN
@@ -42,23 +43,23 @@ def _num(fmt: str) -> Callable[[Any], str]:
     return lambda value: "-" if value is None else format(value, fmt)
 
 
-def _learned_cell(row: dict[str, Any]) -> str:
-    knn, rand = row.get("knn_top1"), row.get("random_init_knn_top1")
+def _learned_cell(row: CatalogRow) -> str:
+    knn, rand = row.knn_top1, row.random_init_knn_top1
     if knn is None or rand is None:
         return "-"
     gain = f"{100 * (knn - rand):+.1f}"
     return gain if learned(row) else f"{gain} **below +{100 * LEARNED_MARGIN:.0f}**"
 
 
-def _init_cell(row: dict[str, Any]) -> str:
-    knn, init = row.get("knn_top1"), row.get("init_knn_top1")
+def _init_cell(row: CatalogRow) -> str:
+    knn, init = row.knn_top1, row.init_knn_top1
     return "-" if knn is None or init is None else f"{100 * (knn - init):+.1f}"
 
 
-def _model_cell(row: dict[str, Any]) -> str:
-    if row.get("reference"):
-        return f"{row.get('repo_id')}, untrained (reference)"
-    return f"{display_name(row)}@{row.get('version') or '-'}"
+def _model_cell(row: CatalogRow) -> str:
+    if row.reference:
+        return f"{row.repo_id}, untrained (reference)"
+    return f"{display_name(row)}@{row.version or '-'}"
 
 
 # Columns of a reference row taken from the row it comes from: the same network at the same input size, in fp32
@@ -67,22 +68,22 @@ _SAME_NETWORK = ("architecture", "model_args", "img_size", "embed_dim", "random_
                  "fp32_b1_ms", "fp32_b32_ips", "fp32_mb", "latency_cpu")
 
 
-def reference_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def reference_rows(rows: Sequence[CatalogRow]) -> list[CatalogRow]:
     """One row per starting weights (init, architecture, px) the rows began from, untrained, with the kNN that
     `edgezoo eval` measured for them under the row's own protocol; size and fp32 latency are the row's (the same
     network)."""
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    found: dict[tuple[Any, ...], CatalogRow] = {}
     for row in sort_rows(rows):
-        if row.get("reference") or not row.get("init") or row.get("init_knn_top1") is None:
+        if row.reference or not row.init or row.init_knn_top1 is None:
             continue
-        key = (row["init"], row.get("architecture"), row.get("img_size"))
-        found.setdefault(key, {**{k: row.get(k) for k in _SAME_NETWORK}, "repo_id": row["init"], "reference": True,
-                               "knn_top1": row["init_knn_top1"], "rankme": row.get("init_rankme")})
+        key = (row.init, row.architecture, row.img_size)
+        found.setdefault(key, CatalogRow(**{k: getattr(row, k) for k in _SAME_NETWORK}, repo_id=row.init,
+                                         reference=True, knn_top1=row.init_knn_top1, rankme=row.init_rankme))
     return list(found.values())
 
 
-def _int8_cell(row: dict[str, Any]) -> str:
-    scheme, drop, passed = row.get("int8_scheme"), row.get("int8_knn_drop"), row.get("onnx_passed")
+def _int8_cell(row: CatalogRow) -> str:
+    scheme, drop, passed = row.int8_scheme, row.int8_knn_drop, row.onnx_passed
     verdict = {True: "passed", False: "**FAILED**"}.get(passed, "-")
     parts = [scheme or "-", verdict]
     if drop is not None:
@@ -90,41 +91,40 @@ def _int8_cell(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _arch_cell(row: dict[str, Any]) -> str:
-    args = row.get("model_args") or {}
-    shown = ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
-    return f"{row.get('architecture') or '-'}" + (f" ({shown})" if shown else "")
+def _arch_cell(row: CatalogRow) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in sorted((row.model_args or {}).items()))
+    return f"{row.architecture or '-'}" + (f" ({shown})" if shown else "")
 
 
 # (title, cell of a row); the order is the table's
-COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+COLUMNS: tuple[tuple[str, Callable[[CatalogRow], str]], ...] = (
     ("model", _model_cell),
     ("architecture", _arch_cell),
-    ("px", lambda r: _num("d")(r.get("img_size"))),
-    ("kNN top-1 %", lambda r: _pct(r.get("knn_top1"))),
-    ("random init %", lambda r: _pct(r.get("random_init_knn_top1"))),
+    ("px", lambda r: _num("d")(r.img_size)),
+    ("kNN top-1 %", lambda r: _pct(r.knn_top1)),
+    ("random init %", lambda r: _pct(r.random_init_knn_top1)),
     ("gain (points)", _learned_cell),
     ("vs init (points)", _init_cell),
-    ("RankMe", lambda r: _num(".0f")(r.get("rankme"))),
-    ("params M", lambda r: _num(".2f")(r.get("params_m"))),
-    ("GMACs", lambda r: _num(".3f")(r.get("gmacs"))),
-    ("fp32 b1 ms", lambda r: _num(".2f")(r.get("fp32_b1_ms"))),
-    ("int8 b1 ms", lambda r: _num(".2f")(r.get("int8_b1_ms"))),
-    ("fp32 b32 img/s", lambda r: _num(".0f")(r.get("fp32_b32_ips"))),
-    ("int8 b32 img/s", lambda r: _num(".0f")(r.get("int8_b32_ips"))),
-    ("fp32 MB", lambda r: _num(".1f")(r.get("fp32_mb"))),
-    ("int8 MB", lambda r: _num(".1f")(r.get("int8_mb"))),
+    ("RankMe", lambda r: _num(".0f")(r.rankme)),
+    ("params M", lambda r: _num(".2f")(r.params_m)),
+    ("GMACs", lambda r: _num(".3f")(r.gmacs)),
+    ("fp32 b1 ms", lambda r: _num(".2f")(r.fp32_b1_ms)),
+    ("int8 b1 ms", lambda r: _num(".2f")(r.int8_b1_ms)),
+    ("fp32 b32 img/s", lambda r: _num(".0f")(r.fp32_b32_ips)),
+    ("int8 b32 img/s", lambda r: _num(".0f")(r.int8_b32_ips)),
+    ("fp32 MB", lambda r: _num(".1f")(r.fp32_mb)),
+    ("int8 MB", lambda r: _num(".1f")(r.int8_mb)),
     ("int8 (kNN drop, validation)", _int8_cell),
-    ("train images", lambda r: _num("d")(r.get("num_images"))),
-    ("epochs", lambda r: _num("d")(r.get("epochs"))),
-    ("train s", lambda r: _num(".0f")(r.get("train_s"))),
-    ("device", lambda r: r.get("device") or "-"),
+    ("train images", lambda r: _num("d")(r.num_images)),
+    ("epochs", lambda r: _num("d")(r.epochs)),
+    ("train s", lambda r: _num(".0f")(r.train_s)),
+    ("device", lambda r: r.device or "-"),
 )
 
 
-def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def sort_rows(rows: Sequence[CatalogRow]) -> list[CatalogRow]:
     """Best kNN top-1 first; rows without one last, by name."""
-    return sorted(rows, key=lambda r: (r.get("knn_top1") is None, -(r.get("knn_top1") or 0.0), display_name(r)))
+    return sorted(rows, key=lambda r: (r.knn_top1 is None, -(r.knn_top1 or 0.0), display_name(r)))
 
 
 # The columns README shows (its top-5 excerpt of ZOO.md).
@@ -132,7 +132,7 @@ COMPACT = ("model", "architecture", "kNN top-1 %", "random init %", "gain (point
            "int8 b1 ms", "int8 b32 img/s", "int8 MB", "int8 (kNN drop, validation)")
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], limit: int | None = None,
+def markdown_table(rows: Sequence[CatalogRow], limit: int | None = None,
                    columns: Sequence[str] | None = None) -> str:
     """The table in markdown, best kNN first, with the `reference_rows` of the rows that started from pretrained
     weights; models on the accuracy/int8-latency Pareto front carry a *.
@@ -140,7 +140,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], limit: int | None = None,
     `columns`: titles of COLUMNS to show (default: all), e.g. COMPACT.
     """
     ordered = sort_rows([*rows, *reference_rows(rows)])
-    front = {id(ordered[i]) for i in pareto_front(ordered)}
+    front = {id(ordered[i]) for i in pareto_front([r.to_json() for r in ordered])}
     chosen = [c for c in COLUMNS if columns is None or c[0] in columns]
     lines = ["| " + " | ".join(title for title, _ in chosen) + " |",
              "|" + "|".join("---" if i < 2 else "---:" for i in range(len(chosen))) + "|"]
@@ -152,26 +152,26 @@ def markdown_table(rows: Sequence[dict[str, Any]], limit: int | None = None,
     return "\n".join(lines)
 
 
-def row_summary(row: dict[str, Any]) -> str:
+def row_summary(row: CatalogRow) -> str:
     """One line of a row for a picker: architecture, kNN, int8 latency and size (what the table ranks by)."""
     parts = [_arch_cell(row)]
-    if row.get("knn_top1") is not None:
-        parts.append(f"kNN {100 * row['knn_top1']:.1f}%" + (" (below random init +5)" if learned(row) is False else ""))
-    if row.get("int8_b1_ms") is not None:
-        parts.append(f"int8 {row['int8_b1_ms']:.2f} ms")
-    if row.get("int8_mb") is not None:
-        parts.append(f"{row['int8_mb']:.1f} MB")
+    if row.knn_top1 is not None:
+        parts.append(f"kNN {100 * row.knn_top1:.1f}%" + (" (below random init +5)" if learned(row) is False else ""))
+    if row.int8_b1_ms is not None:
+        parts.append(f"int8 {row.int8_b1_ms:.2f} ms")
+    if row.int8_mb is not None:
+        parts.append(f"{row.int8_mb:.1f} MB")
     return ", ".join(parts)
 
 
-def not_learned(rows: Sequence[dict[str, Any]]) -> list[str]:
+def not_learned(rows: Sequence[CatalogRow]) -> list[str]:
     """Names of the rows that do not beat their random init by LEARNED_MARGIN (the table flags them too)."""
     return [display_name(r) for r in sort_rows(rows) if learned(r) is False]
 
 
-def latency_machines(rows: Sequence[dict[str, Any]]) -> list[str]:
+def latency_machines(rows: Sequence[CatalogRow]) -> list[str]:
     """The CPUs the table's latencies were measured on (one, when the zoo was built on one machine)."""
-    return sorted({str(r["latency_cpu"]) for r in rows if r.get("latency_cpu")})
+    return sorted({str(r.latency_cpu) for r in rows if r.latency_cpu})
 
 
 LEGEND = (
