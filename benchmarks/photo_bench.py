@@ -70,7 +70,7 @@ class Row:
 
 
 def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40,
-         small_px: int = 80) -> list[Row]:
+         small_px: int = 80, frozen_stages: int = 4) -> list[Row]:
     """The bench's rows, in table order."""
     adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False}  # (--init's defaults: LP-FT)
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
@@ -85,6 +85,8 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row("effssl, --init", {"method": "effssl", **adapt}),
         Row("effssl, --init, L2-SP", {"method": "effssl", **adapt, "reg": "l2sp", "reg_weight": l2sp_weight}),
         Row("effssl, --init, LP-FT", {"method": "effssl", **adapt, **lpft}),
+        Row(f"effssl, --init, LP-FT, {frozen_stages} stages frozen",
+            {"method": "effssl", **adapt, **lpft, "freeze_stages": frozen_stages}),
         Row("SimCLR, --init", {"method": "simclr", **adapt}),
         Row("SimCLR, --init, LP-FT", {"method": "simclr", **adapt, **lpft}),
         Row("distill Lite2 -> mobilenetv3_small_100", {**distill, "model": "mobilenetv3_small_100"}),
@@ -143,6 +145,7 @@ NUMBERS: tuple[tuple[str, float | int, str], ...] = (
     ("--adapt-lr", 0.003, "SGD rate of the rows that start from the init"),
     ("--l2sp-weight", 0.01, "L2-SP weight toward the init"),
     ("--head-warmup-steps", 40, "steps of the LP-FT rows' head alone"),
+    ("--frozen-stages", 4, "stages the partly frozen row keeps frozen (Lite0: the stem and 3 of its 7 block stages)"),
     ("--batch-size", 64, "batch size of every trained row"),
 )
 
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
               "small_stem": False,
               "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
     table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps,
-                 args.small_img_size)
+                 args.small_img_size, args.frozen_stages)
     only = set(args.only.split(",")) if args.only else None
     saved = args.out / "photo_bench.json"  # rows --only leaves out keep their earlier results
     earlier = {r["slug"]: r for r in json.loads(saved.read_text())["rows"]} if only and saved.is_file() else {}

@@ -109,6 +109,7 @@ class PretrainConfig:
     # starting from pretrained weights (--init)
     head_warmup_steps: int = 0  # steps that train the head alone, the backbone frozen (LP-FT)
     freeze_bn: bool = False  # the backbone's BatchNorm keeps its running statistics (eval mode) throughout
+    freeze_stages: int = 0  # the backbone's first N stages (timm's coarse groups, the stem first) never train
     # augmentation (one view; SimCLR draws two)
     crop_scale: tuple[float, float] = (0.2, 1.0)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
@@ -164,6 +165,8 @@ class PretrainConfig:
             raise ConfigError(f"{_option('bank_momentum')} must be in [0, 1), got {self.bank_momentum}")
         if self.recalibrate_every < 0:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
+        if self.freeze_stages < 0:
+            raise ConfigError(f"{_option('freeze_stages')} must be >= 0, got {self.freeze_stages}")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
         self._check_distill()
@@ -309,6 +312,9 @@ HELP: dict[str, str] = {
     "warmup_epochs": "linear warm-up epochs",
     "head_warmup_steps": "train the head alone for this many steps, the backbone frozen, before the whole network: "
                          "a random head's first gradients distort pretrained features (LP-FT, Kumar et al. 2022)",
+    "freeze_stages": "keep the backbone's first N stages (timm's coarse groups: the stem, then each block stage) "
+                     "frozen, weights and statistics: cheaper steps (no backward there) and the init's early "
+                     "features kept (surgical fine-tuning, Lee et al. 2023)",
     "freeze_bn": "keep the backbone's BatchNorm statistics (eval mode) while training: statistics of augmented "
                  "views would replace the pretrained ones the photos are embedded with",
     "crop_scale": "RandomResizedCrop area range, two floats",

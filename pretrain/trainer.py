@@ -35,6 +35,7 @@ from pretrain.methods import Method, build_method, describe_method
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.modules.regularizers import AnchorPenalty
 from pretrain.preprocess import center_crop_normalize
+from pretrain.stages import first_stages, freeze
 from zoo import datasets
 from zoo.backbones import embedding_dim
 from zoo.errors import ConfigError, EdgezooError, RunDirError
@@ -212,6 +213,7 @@ class FitState:
     steps_run: int = 0  # by this process
     t_timed: float = 0.0  # when the time budget's timed steps began
     last_row: dict[str, Any] = field(default_factory=dict)
+    frozen: list[nn.Module] = field(default_factory=list)  # --freeze-stages: the modules that never train
 
 
 class Trainer:
@@ -381,8 +383,13 @@ class Trainer:
         # shared: identical on every rank (data order, bank negatives); local: per rank (augmentation, CutMix).
         shared = torch.Generator(device=dev).manual_seed(cfg.seed)
         local = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
+        try:
+            frozen = first_stages(method.backbone, cfg.freeze_stages)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        freeze(frozen)  # before the optimizer: it holds only what trains
         st = FitState(method=method, model=method, penalty=penalty, images=images, augment=augment,
-                      optimizer=self._optimizer(method), shared=shared, local=local,
+                      optimizer=self._optimizer(method), shared=shared, local=local, frozen=frozen,
                       calibrate=self._calibration_batches(images, 2 * cfg.batch_size,
                                                           augment if cfg.calibrate_view == "augmented" else None,
                                                           local),
@@ -399,7 +406,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # The bank is kept identical by all-gathers, not by DDP's buffer broadcast; a frozen backbone
-            # (--head-warmup-steps) gets no gradients for a while.
+            # (--head-warmup-steps) gets no gradients for a while; frozen stages (--freeze-stages) need nothing:
+            # they are frozen before this wrap, which registers only what requires gradients.
             st.model = DDP(method, broadcast_buffers=False, device_ids=[dev.index] if dev.type == "cuda" else None,
                            find_unused_parameters=cfg.head_warmup_steps > 0)
         if self.dist.is_main and st.epoch == 0:
@@ -486,17 +494,18 @@ class Trainer:
 
     def _calibrate(self, st: FitState) -> None:
         """The method's setup (effssl's feature calibration runs BatchNorm in train mode); --freeze-bn keeps the
-        backbone's running statistics as they were."""
-        stats = [b for name, b in st.method.backbone.named_buffers() if "running_" in name]
-        kept = [b.clone() for b in stats] if self.cfg.freeze_bn else []
+        backbone's running statistics as they were, --freeze-stages those of its frozen stages."""
+        kept_in = [st.method.backbone] if self.cfg.freeze_bn else st.frozen
+        stats = [b for module in kept_in for b in module.buffers()]  # BatchNorm's, its batch count included
+        kept = [b.clone() for b in stats]
         st.method.setup(st.calibrate)
         with torch.no_grad():
             for buffer, before in zip(stats, kept):
                 buffer.copy_(before)
 
     def _set_modes(self, st: FitState, step: int) -> None:
-        """Train mode, except what --head-warmup-steps (before `step` reaches it: the whole backbone, frozen) and
-        --freeze-bn (its BatchNorm layers) keep as they were."""
+        """Train mode, except what --head-warmup-steps (before `step` reaches it: the whole backbone, frozen),
+        --freeze-bn (its BatchNorm layers) and --freeze-stages (its first stages) keep as they were."""
         st.method.train()
         frozen = step < self.cfg.head_warmup_steps
         backbone = st.method.backbone
@@ -507,6 +516,7 @@ class Trainer:
             for module in backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
+        freeze(st.frozen)
 
     def _train_step(self, st: FitState, idx: torch.Tensor) -> torch.Tensor:
         """One optimisation step on the images `idx`; the method's loss (without the penalty), detached."""

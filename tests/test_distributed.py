@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from pretrain.trainer import load_checkpoint
@@ -21,13 +22,15 @@ FLAGS = ["--data", "cifar10", "--model", "resnet18", "--no-small-stem", "--max-i
          "--no-channels-last"]
 
 
-def test_gloo_two_ranks_match_single_process(tmp_path, cifar_root):
+@pytest.mark.parametrize("extra", [[], ["--freeze-stages", "2"]], ids=["all-stages", "two-stages-frozen"])
+def test_gloo_two_ranks_match_single_process(tmp_path, cifar_root, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     single, multi = tmp_path / "single", tmp_path / "ddp"
-    subprocess.run([sys.executable, "-m", "pretrain", "--out", str(single), *FLAGS], check=True, env=env,
+    flags = [*FLAGS, *extra]
+    subprocess.run([sys.executable, "-m", "pretrain", "--out", str(single), *flags], check=True, env=env,
                    capture_output=True)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "pretrain", "--out", str(multi), *FLAGS], env=env, capture_output=True, text=True)
+                           "-m", "pretrain", "--out", str(multi), *flags], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_checkpoint(single / CHECKPOINT), load_checkpoint(multi / CHECKPOINT)
     assert a["epoch"] == b["epoch"] == 1

@@ -1,4 +1,5 @@
-"""--head-warmup-steps and --freeze-bn: what starting from pretrained weights keeps of them while the head learns.
+"""--head-warmup-steps, --freeze-bn and --freeze-stages: what starting from pretrained weights keeps of them while
+the head (and the later stages) learn.
 
 One epoch of 4 steps on 64 CIFAR-10 images, the backbone's state read before and after (pretrain/trainer.py
 `_set_modes`).
@@ -46,6 +47,26 @@ def test_head_warmup_then_the_whole_network_trains(tmp_path, cifar_test_200):
 def test_freeze_bn_trains_the_weights_and_keeps_the_statistics(tmp_path, cifar_test_200):
     start, end = _fit(tmp_path, "bn", freeze_bn=True, eval_data=str(cifar_test_200))
     assert _changed(start, end, stats=False) and not _changed(start, end, stats=True)
+
+
+def test_frozen_stages_keep_weights_and_statistics_and_the_rest_trains(tmp_path, cifar_test_200):
+    from pretrain.stages import stage_modules
+
+    cfg = build_config(None, **TINY)
+    frozen_prefixes = ("conv_stem", "bn1", "blocks.0.", "blocks.1.")  # the stem and two block stages
+    assert len(stage_modules(cfg.create_backbone())) > 3
+    start, end = _fit(tmp_path, "stages", freeze_stages=3, eval_data=str(cifar_test_200))
+    frozen = {k: v for k, v in start.items() if k.startswith(frozen_prefixes)}
+    rest = {k: v for k, v in start.items() if not k.startswith(frozen_prefixes)}
+    assert frozen and all(torch.equal(v, end[k]) for k, v in frozen.items())  # weights and running statistics
+    assert _changed(rest, end, stats=False) and _changed(rest, end, stats=True)
+
+
+def test_freezing_every_stage_is_refused_with_the_count(tmp_path, cifar_test_200):
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--freeze-stages must be in \[0, \d+\] for MobileNetV3"):
+        _fit(tmp_path, "all", freeze_stages=99, eval_data=str(cifar_test_200))
 
 
 def test_an_init_run_defaults_to_lp_ft_and_a_flag_wins(tmp_path):
