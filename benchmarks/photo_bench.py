@@ -85,6 +85,8 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row("effssl, --init", {"method": "effssl", **adapt}),
         Row("effssl, --init, L2-SP", {"method": "effssl", **adapt, "reg": "l2sp", "reg_weight": l2sp_weight}),
         Row("effssl, --init, LP-FT", {"method": "effssl", **adapt, **lpft}),
+        Row("effssl, --init, LP-FT, WiSE-FT 0.5", {"method": "effssl", **adapt, **lpft, "wise_alpha": 0.5}),
+        Row("SimCLR, --init, LP-FT, WiSE-FT 0.5", {"method": "simclr", **adapt, **lpft, "wise_alpha": 0.5}),
         Row(f"effssl, --init, LP-FT, {frozen_stages} stages frozen",
             {"method": "effssl", **adapt, **lpft, "freeze_stages": frozen_stages}),
         Row("SimCLR, --init", {"method": "simclr", **adapt}),

@@ -45,6 +45,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"distill": {"lr": 0.3}}
 # took leave-one-out 1-NN from the init's 68.4% to 59.6%; with the head trained alone for 40 steps and the init's
 # BatchNorm statistics kept (LP-FT) it reached 70.8%.
 INIT_DEFAULTS: dict[str, Any] = {"head_warmup_steps": 40, "freeze_bn": True}
+# --wise-alpha is not among them: averaging with the init (0.5) added 0.5-1.8 points to a 10-minute flowers run,
+# nothing to a 5-minute one, and took a 90-s hymenoptera run from 91.5% to 92.7% 1-NN (the init: 93.2%), but both
+# averaged exports failed the 8-bit-activation check (W8A16, 6-9x slower in int8; BENCHMARKS.md, "Photos").
 # timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
 RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
                        "checkpoint_path", "cache_dir")
@@ -110,6 +113,7 @@ class PretrainConfig:
     head_warmup_steps: int = 0  # steps that train the head alone, the backbone frozen (LP-FT)
     freeze_bn: bool = False  # the backbone's BatchNorm keeps its running statistics (eval mode) throughout
     freeze_stages: int = 0  # the backbone's first N stages (timm's coarse groups, the stem first) never train
+    wise_alpha: float = 1.0  # the saved backbone: wise_alpha x trained + (1 - wise_alpha) x the --init weights
     # augmentation (one view; SimCLR draws two)
     crop_scale: tuple[float, float] = (0.2, 1.0)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
@@ -167,6 +171,12 @@ class PretrainConfig:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
         if self.freeze_stages < 0:
             raise ConfigError(f"{_option('freeze_stages')} must be >= 0, got {self.freeze_stages}")
+        if not 0.0 < self.wise_alpha <= 1.0:
+            raise ConfigError(f"{_option('wise_alpha')} must be in (0, 1], got {self.wise_alpha}")
+        if self.wise_alpha < 1.0 and not self.init:
+            raise ConfigError(f"{_option('wise_alpha')} {self.wise_alpha} averages the trained weights with the "
+                              f"starting weights of {_option('init')}, and this run has none: set one, or leave "
+                              f"it at 1")
         if self.bank_update == "grad":
             self.effective_bank_lr  # noqa: B018 - fails now, not at the first step
         self._check_distill()
@@ -312,6 +322,9 @@ HELP: dict[str, str] = {
     "warmup_epochs": "linear warm-up epochs",
     "head_warmup_steps": "train the head alone for this many steps, the backbone frozen, before the whole network: "
                          "a random head's first gradients distort pretrained features (LP-FT, Kumar et al. 2022)",
+    "wise_alpha": "save wise_alpha x the trained weights + (1 - wise_alpha) x the --init weights (WiSE-FT, "
+                  "Wortsman et al. 2022): keeps what the init knew, adds what training found; 1 = the trained "
+                  "weights (the int8 export of an average may need 16-bit activations: BENCHMARKS.md, Photos)",
     "freeze_stages": "keep the backbone's first N stages (timm's coarse groups: the stem, then each block stage) "
                      "frozen, weights and statistics: cheaper steps (no backward there) and the init's early "
                      "features kept (surgical fine-tuning, Lee et al. 2023)",

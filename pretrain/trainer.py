@@ -536,6 +536,8 @@ class Trainer:
         """Evaluate when due (rank 0), log, and hand the checkpoint and log row to the writer."""
         cfg, main = self.cfg, self.dist.is_main
         last = st.epoch + 1 == st.epochs
+        if last and cfg.wise_alpha < 1.0:  # the final evaluation, the checkpoint and the saved weights: averaged
+            self._average_with_init(st.method.backbone)
         if main and (last or (cfg.eval_every and (st.epoch + 1) % cfg.eval_every == 0)):
             row.update(self.evaluate(st.method.backbone, data.bank, data.test))
         st.last_row = row
@@ -546,6 +548,20 @@ class Trainer:
         elif self.dist.world_size > 1:
             self._gather_rng(st.local)
         st.epoch += 1
+
+    def _average_with_init(self, backbone: nn.Module) -> None:
+        """WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022): the trained weights
+        averaged in place with the --init weights, loaded again (a resumed run holds no copy). Once, after the
+        last step: the last checkpoint holds the average, so a resume after it does not average twice."""
+        cfg, alpha = self.cfg, self.cfg.wise_alpha
+        start = cfg.create_backbone()
+        load_init(start, cfg.init, cfg.architecture)
+        init = start.state_dict()
+        with torch.no_grad():
+            for name, value in backbone.state_dict().items():
+                if value.is_floating_point():
+                    value.mul_(alpha).add_(init[name].to(value.device, value.dtype), alpha=1.0 - alpha)
+        log.info("WiSE-FT: saved weights = %.2f x trained + %.2f x %s", alpha, 1.0 - alpha, cfg.init)
 
     def _penalty(self, method: Method, source: "continual.Source", train: Split) -> nn.Module | None:
         """L2-SP or MAS toward the starting backbone (built before any checkpoint is loaded)."""
@@ -681,6 +697,12 @@ class Trainer:
 
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="step")
 
+    def _init_provenance(self) -> dict[str, Any]:
+        """config.json's ``edgezoo.init``: what --init loaded, and the WiSE-FT weight when the saved weights are an
+        average with it."""
+        alpha = self.cfg.wise_alpha
+        return {**(self.init_record or {}), **({"wise_ft_alpha": alpha} if alpha < 1.0 else {})}
+
     def _finish(self, method: Method, last_row: dict[str, Any], epochs: int, budget: dict[str, Any] | None,
                 images_seen: int, wall: float, knn_bank: int | None, elapsed: float) -> dict[str, Any]:
         cfg = self.cfg
@@ -688,7 +710,7 @@ class Trainer:
         backbone = method.backbone
         config = backbone_config(backbone, arch, method.embed_dim, self.preprocess, model_args=cfg.model_args,
                                  extra={"method": cfg.method, "epochs": epochs, "data": cfg.data,
-                                        **({"init": self.init_record} if self.init_record else {}),
+                                        **({"init": self._init_provenance()} if self.init_record else {}),
                                         **method.provenance()})
         save_backbone(backbone, self.run.backbone, config)
         metrics = Metrics(

@@ -69,6 +69,34 @@ def test_freezing_every_stage_is_refused_with_the_count(tmp_path, cifar_test_200
         _fit(tmp_path, "all", freeze_stages=99, eval_data=str(cifar_test_200))
 
 
+def test_wise_ft_saves_the_average_of_the_init_and_the_trained_weights(tmp_path, cifar_test_200):
+    import json
+
+    from pretrain.trainer import Trainer as T
+
+    source = tmp_path / "source"
+    T(build_config(None, **{**TINY, "epochs": 1, "batch_size": 16, "eval_max_train": 64},
+                   eval_data=str(cifar_test_200)), source, progress=False).fit()
+    init = load_backbone(source / "backbone").state_dict()
+    plain = dict(init=str(source), head_warmup_steps=0, freeze_bn=False, eval_data=str(cifar_test_200))
+    _, trained = _fit(tmp_path, "trained", wise_alpha=1.0, **plain)
+    _, averaged = _fit(tmp_path, "wise", wise_alpha=0.25, **plain)
+    floats = [k for k in init if init[k].is_floating_point()]
+    assert any(not torch.equal(init[k], trained[k]) for k in floats)
+    for k in floats:
+        assert torch.allclose(averaged[k], 0.25 * trained[k] + 0.75 * init[k], atol=1e-5), k
+    record = json.loads((tmp_path / "wise" / "backbone" / "config.json").read_text())["edgezoo"]["init"]
+    assert record["wise_ft_alpha"] == 0.25
+
+
+def test_wise_ft_without_an_init_is_refused():
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\(--wise-alpha\) 0.5 averages the trained weights with the starting weights of init \(--init\), "
+                                          r"and this run has none"):
+        build_config(None, **TINY, wise_alpha=0.5)
+
+
 def test_an_init_run_defaults_to_lp_ft_and_a_flag_wins(tmp_path):
     from pretrain.init import IMAGENET_WHEELS
 

@@ -218,7 +218,8 @@ def init_info(backbone_config: dict[str, Any]) -> dict[str, Any] | None:
     if record is None:
         return None
     return {"source": record.get("source"), "origin": record.get("origin") or record.get("source"),
-            "license": record.get("license"), "sha256": record.get("sha256"), "kind": record.get("kind")}
+            "license": record.get("license"), "sha256": record.get("sha256"), "kind": record.get("kind"),
+            "wise_ft_alpha": record.get("wise_ft_alpha")}
 
 
 def teacher_info(backbone_config: dict[str, Any]) -> dict[str, Any] | None:
