@@ -281,6 +281,16 @@ def test_model_card_renders_real_numbers_from_the_run(run):
                                                                "split": "val"}
     assert "## Lineage" in text and "edgezoo/base" in text
 
+    # A run from an --init names it; saved as an average with it (--wise-alpha), the card says so.
+    init = {"source": "tf_efficientnet_lite0.in1k", "origin": "ImageNet Lite0", "license": "apache-2.0",
+            "sha256": "ab" * 32, "kind": "imagenet-wheel"}
+    for record, line in ((init, None), ({**init, "wise_ft_alpha": 0.25}, "0.25 x the trained weights + 0.75 x")):
+        cfg = {**facts.backbone_config, "edgezoo": {**facts.backbone_config.get("edgezoo", {}), "init": record}}
+        text = render_card(card_context(dataclasses.replace(facts, backbone_config=cfg), "edgezoo/own", "v1",
+                                        hub="local", files={}, stats=ctx["stats"]))
+        assert "`tf_efficientnet_lite0.in1k`: ImageNet Lite0 (license apache-2.0" in text
+        assert ("WiSE-FT" in text) == (line is not None) and (line is None or line in text)
+
 
 def _section(card: str, title: str) -> str:
     """The text of one `## title` section of a card."""
