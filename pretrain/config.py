@@ -45,8 +45,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"distill": {"lr": 0.3}}
 # took leave-one-out 1-NN from the init's 68.4% to 59.6%; with the head trained alone for 40 steps and the init's
 # BatchNorm statistics kept (LP-FT) it reached 70.8%.
 INIT_DEFAULTS: dict[str, Any] = {"head_warmup_steps": 40, "freeze_bn": True}
-# --wise-alpha is not among them: averaging with the init (0.5) added 0.5-1.8 points to a 10-minute flowers run,
-# nothing to a 5-minute one, and took a 90-s hymenoptera run from 91.5% to 92.7% 1-NN (the init: 93.2%), but both
+# --wise-alpha is not among them: averaging with the init (0.5) changed nothing in a 5-minute flowers run (70.6%)
+# and held a 90-s hymenoptera run at the init's level (93.0% 1-NN against 93.2%; 91.5% without it), but both
 # averaged exports failed the 8-bit-activation check (W8A16, 6-9x slower in int8; BENCHMARKS.md, "Photos").
 # timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
 RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",

@@ -29,7 +29,7 @@ from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
 from pretrain.distributed import Gather, init_distributed, select_device, sync_batchnorm
-from pretrain.evaluate import knn_protocol
+from pretrain.evaluate import knn_protocol, starting_backbone
 from pretrain.init import load_init
 from pretrain.methods import Method, build_method, describe_method
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
@@ -554,9 +554,7 @@ class Trainer:
         averaged in place with the --init weights, loaded again (a resumed run holds no copy). Once, after the
         last step: the last checkpoint holds the average, so a resume after it does not average twice."""
         cfg, alpha = self.cfg, self.cfg.wise_alpha
-        start = cfg.create_backbone()
-        load_init(start, cfg.init, cfg.architecture)
-        init = start.state_dict()
+        init = starting_backbone(cfg)[0].state_dict()
         with torch.no_grad():
             for name, value in backbone.state_dict().items():
                 if value.is_floating_point():
@@ -729,5 +727,6 @@ class Trainer:
             torch_version=torch.__version__,
             compile=self.compile_result.as_dict() if self.compile_result else None,
         )
-        atomic_write_json(self.run.metrics, metrics.to_json())
-        return metrics.to_json()
+        record = metrics.to_json()
+        atomic_write_json(self.run.metrics, record)
+        return record

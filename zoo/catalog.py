@@ -20,12 +20,18 @@ from zoo.records import CatalogRow, Evaluation, Metrics, Record, Validation
 R = TypeVar("R", bound=Record)
 
 
-def _record(cls: type[R], data: bytes | str | None) -> R:
-    """A repo file as its record; missing or unreadable: the empty record (an older repo still lists)."""
+def _json_object(data: bytes | str | None) -> dict[str, Any]:
+    """A repo file's JSON object; missing, unreadable or not an object: empty (an older repo still lists)."""
     try:
-        return cls.from_json(json.loads(data) if data else None)
+        value = json.loads(data) if data else {}
     except ValueError:
-        return cls()
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _record(cls: type[R], data: bytes | str | None) -> R:
+    """A repo file as its record (`_json_object`'s rules)."""
+    return cls.from_json(_json_object(data))
 
 
 def _mb(sizes: dict[str, Any], name: str) -> float | None:
@@ -38,11 +44,7 @@ def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | 
     Missing files or fields give None; eval.json's numbers, made by `edgezoo eval` on the final weights, come
     before metrics.json's end-of-training ones.
     """
-    try:
-        config = json.loads(read(BACKBONE_CONFIG) or "{}")
-    except ValueError:
-        config = {}
-    config = config if isinstance(config, dict) else {}
+    config = _json_object(read(BACKBONE_CONFIG))
     validation_json = read(REPO_VALIDATION)
     metrics, evaluation, validation = (_record(Metrics, read(REPO_METRICS)), _record(Evaluation, read(REPO_EVAL)),
                                        _record(Validation, validation_json))

@@ -292,11 +292,11 @@ def spec_rows(spec: ZooSpec, hub: str | None, hub_dir: str | Path | None) -> lis
 def write_table(build: ZooBuild, table: Path, plot: Path | None) -> None:
     """ZOO.md (and the plot beside the table's link to it) from the published rows and the build record."""
     from app.zoo.plot import plot_zoo
-    from app.zoo.table import LEGEND, display_name, latency_machines, markdown_table, not_learned
+    from app.zoo.table import LEGEND, latency_machines, markdown_table, not_learned
 
     spec, rows = build.spec, build.rows
     if plot is not None and rows:
-        plot_zoo([{**r.to_json(), "name": display_name(r)} for r in rows], plot, title=f"edgezoo zoo: {spec.name}")
+        plot_zoo([{**r.to_json(), "name": r.name} for r in rows], plot, title=f"edgezoo zoo: {spec.name}")
     by_repo = {e.repo: e for e in spec.entries}
     times = (build.record.get("entries") or {})
     lines = [f"# The edgezoo zoo: `{spec.name}`", "",

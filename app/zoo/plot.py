@@ -1,7 +1,7 @@
 """The zoo at a glance: kNN top-1 against int8 latency, one point per published model, as a PNG.
 
-Reads rows as mappings (the zoo table's `CatalogRow.to_json()`, see ``app.zoo.table``); torch-free, and matplotlib is imported only
-when a plot is drawn, so ``pareto_front`` works on an edge install. The plot is drawn on a Figure with its own
+Reads rows as mappings (the zoo table's `CatalogRow.to_json()`, see ``app.zoo.table``); torch-free, and
+matplotlib is imported only when a plot is drawn, so ``pareto_front`` works on an edge install. The plot is drawn on a Figure with its own
 Agg canvas (as ``zoo.card.plot_training_curve`` does): no pyplot state, the caller's backend is never switched.
 """
 

@@ -23,10 +23,6 @@ from zoo.records import CatalogRow
 LEARNED_MARGIN = 0.05  # kNN top-1 over random init (5 points) a published backbone must clear
 
 
-def display_name(row: CatalogRow) -> str:
-    return row.name
-
-
 def learned(row: CatalogRow) -> bool | None:
     """True when kNN top-1 beats random init by LEARNED_MARGIN; None when either is unknown."""
     knn, rand = row.knn_top1, row.random_init_knn_top1
@@ -59,7 +55,7 @@ def _init_cell(row: CatalogRow) -> str:
 def _model_cell(row: CatalogRow) -> str:
     if row.reference:
         return f"{row.repo_id}, untrained (reference)"
-    return f"{display_name(row)}@{row.version or '-'}"
+    return f"{row.name}@{row.version or '-'}"
 
 
 # Columns of a reference row taken from the row it comes from: the same network at the same input size, in fp32
@@ -124,7 +120,7 @@ COLUMNS: tuple[tuple[str, Callable[[CatalogRow], str]], ...] = (
 
 def sort_rows(rows: Sequence[CatalogRow]) -> list[CatalogRow]:
     """Best kNN top-1 first; rows without one last, by name."""
-    return sorted(rows, key=lambda r: (r.knn_top1 is None, -(r.knn_top1 or 0.0), display_name(r)))
+    return sorted(rows, key=lambda r: (r.knn_top1 is None, -(r.knn_top1 or 0.0), r.name))
 
 
 # The columns README shows (its top-5 excerpt of ZOO.md).
@@ -166,7 +162,7 @@ def row_summary(row: CatalogRow) -> str:
 
 def not_learned(rows: Sequence[CatalogRow]) -> list[str]:
     """Names of the rows that do not beat their random init by LEARNED_MARGIN (the table flags them too)."""
-    return [display_name(r) for r in sort_rows(rows) if learned(r) is False]
+    return [r.name for r in sort_rows(rows) if learned(r) is False]
 
 
 def latency_machines(rows: Sequence[CatalogRow]) -> list[str]:
