@@ -262,7 +262,8 @@ def _quant_line(q: dict[str, Any]) -> str:
     line = f"  int8 model: {q.get('scheme', '?')} {q.get('mode', '')} {q.get('format', '')}".rstrip()
     if q.get("num_calibration_images"):
         line += f", per-channel weights, calibrated on {q['num_calibration_images']} training images"
-    return line + (f" ({q['reason']})" if q.get("reason") else "")
+    why = "; ".join(q[k] for k in ("reason", "note") if q.get(k))
+    return line + (f" ({why})" if why else "")
 
 
 def summary(report: Validation | dict[str, Any]) -> str:
