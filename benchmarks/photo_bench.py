@@ -69,8 +69,11 @@ class Row:
         return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
 
 
+CROPS_ONLY = {"jitter_p": 0.0, "gray_p": 0.0, "blur_p": 0.0}  # views without colour jitter, grayscale or blur
+
+
 def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40,
-         small_px: int = 80, frozen_stages: int = 4) -> list[Row]:
+         small_px: int = 80, frozen_stages: int = 4, neighbours: int = 5) -> list[Row]:
     """The bench's rows, in table order."""
     adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False}  # (--init's defaults: LP-FT)
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
@@ -87,6 +90,13 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row("effssl, --init, LP-FT", {"method": "effssl", **adapt, **lpft}),
         Row("effssl, --init, LP-FT, WiSE-FT 0.5", {"method": "effssl", **adapt, **lpft, "wise_alpha": 0.5}),
         Row("SimCLR, --init, LP-FT, WiSE-FT 0.5", {"method": "simclr", **adapt, **lpft, "wise_alpha": 0.5}),
+        # colour is what tells these flowers apart: views that differ only by crop and flip keep it
+        Row("effssl, --init, LP-FT, crops and flips only", {"method": "effssl", **adapt, **lpft, **CROPS_ONLY}),
+        # AND: an image's nearest neighbours (mostly of its class, from the init) become positives, not negatives
+        Row(f"effssl, --init, LP-FT, {neighbours} neighbours", {"method": "effssl", **adapt, **lpft,
+                                                                 "neighbours": neighbours}),
+        Row(f"effssl, --init, LP-FT, {neighbours} neighbours, crops and flips only",
+            {"method": "effssl", **adapt, **lpft, "neighbours": neighbours, **CROPS_ONLY}),
         Row(f"effssl, --init, LP-FT, {frozen_stages} stages frozen",
             {"method": "effssl", **adapt, **lpft, "freeze_stages": frozen_stages}),
         Row("SimCLR, --init", {"method": "simclr", **adapt}),
@@ -148,6 +158,7 @@ NUMBERS: tuple[tuple[str, float | int, str], ...] = (
     ("--l2sp-weight", 0.01, "L2-SP weight toward the init"),
     ("--head-warmup-steps", 40, "steps of the LP-FT rows' head alone"),
     ("--frozen-stages", 4, "stages the partly frozen row keeps frozen (Lite0: the stem and 3 of its 7 block stages)"),
+    ("--neighbours", 5, "nearest neighbours each image's positives include in the AND rows"),
     ("--batch-size", 64, "batch size of every trained row"),
 )
 
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
               "small_stem": False,
               "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
     table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps,
-                 args.small_img_size, args.frozen_stages)
+                 args.small_img_size, args.frozen_stages, args.neighbours)
     only = set(args.only.split(",")) if args.only else None
     saved = args.out / "photo_bench.json"  # rows --only leaves out keep their earlier results
     earlier = {r["slug"]: r for r in json.loads(saved.read_text())["rows"]} if only and saved.is_file() else {}

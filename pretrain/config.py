@@ -93,6 +93,7 @@ class PretrainConfig:
     calibrate: bool = True  # fill the bank with the untrained network's features
     calibrate_view: str = "clean"  # clean (centre crop) | augmented (one training view, as the authors' code)
     recalibrate_every: int = 0  # refill the bank every N epochs (0: once, before training, as the authors)
+    neighbours: int = 0  # effssl: each image's k nearest neighbours count as positives (AND); 0 = its own row only
     simclr_temperature: float = 0.5
     # distill (SEED, pretrain/methods/distill.py): the student learns a frozen teacher's embedding space
     teacher: str | None = None  # an --init source or an .onnx file; required by --method distill, refused otherwise
@@ -169,6 +170,8 @@ class PretrainConfig:
             raise ConfigError(f"{_option('bank_momentum')} must be in [0, 1), got {self.bank_momentum}")
         if self.recalibrate_every < 0:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
+        if self.neighbours < 0:
+            raise ConfigError(f"{_option('neighbours')} must be >= 0, got {self.neighbours}")
         if self.freeze_stages < 0:
             raise ConfigError(f"{_option('freeze_stages')} must be >= 0, got {self.freeze_stages}")
         if not 0.0 < self.wise_alpha <= 1.0:
@@ -298,6 +301,8 @@ HELP: dict[str, str] = {
     "bank_lr": "eta of the grad bank update (default (1 - m) / m)",
     "bank_dtype": "memory bank storage: float32 or bfloat16",
     "calibrate": "fill the bank with the untrained network's features before training",
+    "neighbours": "effssl: each image's k nearest neighbours in the backbone's embedding, mined at every "
+                  "calibration, count as positives (AND, Huang et al. 2019; 0: the image's own row only)",
     "calibrate_view": "images the bank is calibrated from: clean (centre crop) or augmented (one training view each)",
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",

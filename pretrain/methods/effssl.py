@@ -17,6 +17,7 @@ from pretrain.config import PretrainConfig
 from pretrain.methods.base import Gather, Method, StepOutput
 from pretrain.methods.info import Citation, MethodInfo
 from pretrain.modules import CutMix, InstanceCELoss, MemoryBank, SqrtKLLoss, cutmix_targets
+from pretrain.modules.neighbourhood import nearest_neighbours, neighbourhood_targets
 from zoo.backbones import in_mode
 
 CAO_WU_2024 = Citation(
@@ -52,7 +53,7 @@ class EffSSL(Method):
     FIXED: ClassVar[dict[str, Any]] = {}
     info: ClassVar[MethodInfo] = MethodInfo(
         "EffSSL", CAO_WU_2024, ("temperature", "num_negatives", "proj_dim", "proj_out_bn", "sqrtkl_weight",
-                                "cutmix_alpha", "bank_update", "calibrate_view", "recalibrate_every"))
+                                "cutmix_alpha", "bank_update", "calibrate_view", "recalibrate_every", "neighbours"))
 
     @classmethod
     def title(cls, cfg: PretrainConfig) -> str:
@@ -67,6 +68,8 @@ class EffSSL(Method):
             parts.append("CutMix")
         if cfg.proj_out_bn:
             parts.append("a BatchNorm on the projector output")
+        if cfg.neighbours:
+            parts.append(f"each image's {cfg.neighbours} nearest neighbours as positives (AND, Huang et al. 2019)")
         return f"{cls.info.title} ({', '.join(parts)}; Cao & Wu 2024)"
 
     def __init__(self, cfg: PretrainConfig, backbone: torch.nn.Module, embed_dim: int, num_samples: int,
@@ -84,6 +87,11 @@ class EffSSL(Method):
         self.sqrtkl = SqrtKLLoss(cfg.sqrtkl_power)
         self.cutmix = CutMix(self.cutmix_alpha) if self.cutmix_alpha > 0 else None
         self.num_negatives = min(cfg.num_negatives, num_samples)
+        # AND's neighbourhoods: bank rows of each image's nearest neighbours, mined at every calibration
+        # (a buffer, so a resumed run keeps the ones it trained with)
+        self.num_neighbours = min(cfg.neighbours, num_samples - 1)
+        if self.num_neighbours:
+            self.register_buffer("neighbours", torch.zeros(num_samples, self.num_neighbours, dtype=torch.long))
 
     @torch.no_grad()
     def setup(self, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
@@ -96,11 +104,23 @@ class EffSSL(Method):
         initialisation the running statistics are 0/1 and eval mode would map every
         image to nearly the same direction, leaving nothing to discriminate.
         """
+        if self.num_neighbours:
+            self._mine_neighbours(batches())
         if not self.calibrate:
             return
         gather = (lambda f, i: (self.gather(f), self.gather(i))) if self.gather.world_size > 1 else None
         with in_mode(self, training=True):
             self.bank.calibrate(batches(), self.project, gather)
+
+    @torch.no_grad()
+    def _mine_neighbours(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Each image's nearest neighbours in the backbone's embedding (eval mode: the kNN evaluation's features)."""
+        feats = torch.zeros(self.num_samples, self.embed_dim, device=self.neighbours.device)
+        with in_mode(self.backbone, training=False):
+            for x, idx in batches:
+                f, i = self.gather(self.backbone(x).float()), self.gather(idx)
+                feats[i.to(feats.device)] = f.to(feats.device)
+        self.neighbours.copy_(nearest_neighbours(feats, self.num_neighbours))
 
     def training_step(self, views: list[torch.Tensor], idx: torch.Tensor,
                       shared: torch.Generator | None = None, local: torch.Generator | None = None) -> StepOutput:
@@ -111,7 +131,8 @@ class EffSSL(Method):
             x, perm, ratio = self.cutmix(x, local)
         z = F.normalize(self.project(x).float(), dim=1)
         all_idx = self.gather(idx)
-        rows, w_sel, dup = self.bank.select(all_idx, self.num_negatives, shared)
+        extra = self.neighbours[all_idx].flatten() if self.num_neighbours else None
+        rows, w_sel, dup = self.bank.select(all_idx, self.num_negatives, shared, extra)
         # In place: the matmul's backward needs its inputs, not its output (one (B, B + K) buffer less).
         logits = (z @ w_sel.T).masked_fill_(dup.view(1, -1), _MASKED)
         own = self.gather.rank * b + torch.arange(b, device=z.device)
@@ -119,7 +140,10 @@ class EffSSL(Method):
             partner, ratio = own, torch.ones((), device=z.device)
         else:
             partner = own[perm]
-        targets = cutmix_targets(logits.shape[1], own, partner, ratio)
+        if self.num_neighbours:
+            targets = self._neighbourhood_targets(logits, rows, all_idx, own, partner, ratio)
+        else:
+            targets = cutmix_targets(logits.shape[1], own, partner, ratio)
         loss = self.ce(logits, targets)
         if self.sqrtkl_weight > 0:
             loss = loss + self.sqrtkl_weight * self.sqrtkl(logits)
@@ -130,6 +154,16 @@ class EffSSL(Method):
             else:
                 self.bank.update(all_idx, self.gather(z.detach()))
         return StepOutput(loss)
+
+    def _neighbourhood_targets(self, logits: torch.Tensor, rows: torch.Tensor, all_idx: torch.Tensor,
+                               own: torch.Tensor, partner: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """AND's targets: the mass of the own image (and of its CutMix partner) spread over its neighbourhood."""
+        sets = torch.cat([all_idx.view(-1, 1), self.neighbours[all_idx]], dim=1)  # (B_all, 1 + k): itself first
+        if partner is own:
+            return neighbourhood_targets(logits, rows, [sets[own]], [torch.ones((), device=logits.device)],
+                                         self.cfg.temperature)
+        return neighbourhood_targets(logits, rows, [sets[own], sets[partner]], [ratio, 1.0 - ratio],
+                                     self.cfg.temperature)
 
 
 class NPID(EffSSL):

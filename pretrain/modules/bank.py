@@ -15,6 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def repeated(rows: torch.Tensor) -> torch.Tensor:
+    """(C,) True where rows[c] already occurs at an earlier column (the later copies, to leave out)."""
+    same = rows.view(-1, 1) == rows.view(1, -1)
+    return torch.tril(same, diagonal=-1).any(dim=1)
+
+
 class MemoryBank(nn.Module):
     """An (N, d) table of unit vectors, one per training image.
 
@@ -65,18 +71,21 @@ class MemoryBank(nn.Module):
             self.filled[idx] = True
 
     def select(self, idx: torch.Tensor, num_negatives: int, generator: torch.Generator | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows for one step: the batch's own, then K random others (read BEFORE any update).
+               extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows for one step: the batch's own, then `extra` rows (neighbours), then K random others (read BEFORE
+        any update).
 
-        Returns (row indices (B+K,), rows (B+K, d) float32, mask (B+K,) True where a
-        sampled negative duplicates one of the batch's rows and must be ignored).
+        Returns (row indices (B+E+K,), rows (B+E+K, d) float32, mask (B+E+K,) True where an extra row repeats
+        an earlier column or a sampled negative repeats a batch or extra row: those columns must be ignored).
         """
+        rows, dup = idx, torch.zeros_like(idx, dtype=torch.bool)
+        if extra is not None:
+            rows = torch.cat([idx, extra])
+            dup = repeated(rows)
         if num_negatives > 0:
             neg = torch.randint(0, self.size, (num_negatives,), device=self.weight.device, generator=generator)
-            rows = torch.cat([idx, neg])
-            dup = torch.cat([torch.zeros_like(idx, dtype=torch.bool), torch.isin(neg, idx)])
-        else:
-            rows, dup = idx, torch.zeros_like(idx, dtype=torch.bool)
+            dup = torch.cat([dup, torch.isin(neg, rows)])
+            rows = torch.cat([rows, neg])
         return rows, self.weight[rows].float(), dup
 
     @staticmethod
