@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo.layout import ONNX, ONNX_INT8, RunDir  # noqa: E402
+from zoo.records import Validation  # noqa: E402
 
 log = logging.getLogger("inference_latency")
 
@@ -54,7 +55,7 @@ def ensure_runs(run_dirs: list[Path], work: Path) -> list[Path]:
     return runs
 
 
-def ensure_export(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def ensure_export(run_dir: Path) -> tuple[Path, "Validation"]:
     """RUN_DIR/export with a passing validation.json, exporting first when there is none."""
     from export.pipeline import export_run
     from zoo.edge import ExportNotValidatedError, read_validation
@@ -64,7 +65,8 @@ def ensure_export(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         return out, read_validation(out)
     except ExportNotValidatedError:
         log.info("exporting %s", run_dir)
-        return out, export_run(run_dir, out)
+        export_run(run_dir, out)
+        return out, read_validation(out)
 
 
 def w8a8_variant(run_dir: Path, export_dir: Path, tmp: Path) -> Path:
@@ -175,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for run_dir in ensure_runs(args.run_dirs, args.work):
             export_dir, report = ensure_export(run_dir)
-            scheme = report.get("quantization", {}).get("scheme", "W8A8")
+            scheme = report.quantization.get("scheme", "W8A8")
             extra = w8a8_variant(run_dir, export_dir, Path(tmp)) if scheme != "W8A8" else None
             fns = backends(run_dir, export_dir, extra, args.threads)
             lat = measure(fns, real_inputs(run_dir, 64), args.rounds, {1: args.iters_b1, 32: args.iters_b32})
-            r = {"model": report.get("architecture"), "run_dir": str(run_dir), "int8_scheme": scheme,
-                 "img_size": report["preprocess"]["img_size"], "latency": lat,
+            r = {"model": report.architecture, "run_dir": str(run_dir), "int8_scheme": scheme,
+                 "img_size": (report.preprocess or {})["img_size"], "latency": lat,
                  "sizes_mb": {n: (path.stat().st_size / 1e6 if path else float("nan")) for n, (_, path) in fns.items()}}
             r["ratios"] = ratios(r)
             results.append(r)
