@@ -75,7 +75,8 @@ CROPS_ONLY = {"jitter_p": 0.0, "gray_p": 0.0, "blur_p": 0.0}  # views without co
 def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head_warmup_steps: int = 40,
          small_px: int = 80, frozen_stages: int = 4, neighbours: int = 5) -> list[Row]:
     """The bench's rows, in table order."""
-    adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False}  # (--init's defaults: LP-FT)
+    # (--init's defaults: LP-FT and WiSE-FT 0.5; each row says which it uses)
+    adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False, "wise_alpha": 1.0}
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
     distill = {"method": "distill", "teacher": TEACHER, "teacher_img_size": teacher_px}
     vit = {"model": "vit_tiny_patch16_224", "model_args": {"img_size": vit_px, "patch_size": 8}, "img_size": vit_px,

@@ -43,11 +43,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"distill": {"lr": 0.3}}
 # Defaults of a run that starts from pretrained weights (--init), measured (BENCHMARKS.md, "Photos: starting from
 # ImageNet weights"): on 3,483 flower photos at 128 px, 300 s on 2 CPU cores, effssl from ImageNet Lite0 at lr 0.003
 # took leave-one-out 1-NN from the init's 68.4% to 59.6%; with the head trained alone for 40 steps and the init's
-# BatchNorm statistics kept (LP-FT) it reached 70.8%.
-INIT_DEFAULTS: dict[str, Any] = {"head_warmup_steps": 40, "freeze_bn": True}
-# --wise-alpha is not among them: averaging with the init (0.5) changed nothing in a 5-minute flowers run (70.6%)
-# and held a 90-s hymenoptera run at the init's level (93.0% 1-NN against 93.2%; 91.5% without it), but both
-# averaged exports failed the 8-bit-activation check (W8A16, 6-9x slower in int8; BENCHMARKS.md, "Photos").
+# BatchNorm statistics kept (LP-FT) it reached 70.8%. Saving the average of the trained and the init weights
+# (WiSE-FT 0.5) changed nothing there (70.6%) and kept a 90-s hymenoptera run at the init's 93.2% 1-NN (91.5%
+# without it); its int8 export is W8A8 (full-range weights, BENCHMARKS.md "Averaging with the init").
+INIT_DEFAULTS: dict[str, Any] = {"head_warmup_steps": 40, "freeze_bn": True, "wise_alpha": 0.5}
 # timm arguments the project sets itself: a headless backbone (num_classes 0), RGB input, random weights.
 RESERVED_MODEL_ARGS = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
                        "checkpoint_path", "cache_dir")
