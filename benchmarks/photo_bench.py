@@ -161,6 +161,7 @@ NUMBERS: tuple[tuple[str, float | int, str], ...] = (
     ("--frozen-stages", 4, "stages the partly frozen row keeps frozen (Lite0: the stem and 3 of its 7 block stages)"),
     ("--neighbours", 5, "nearest neighbours each image's positives include in the AND rows"),
     ("--batch-size", 64, "batch size of every trained row"),
+    ("--seed", 0, "random seed of every trained row (order, augmentation, head)"),
 )
 
 
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     paths, labels, classes = link_class_folders(src, args.out / "data")
     common = {"data": str(args.out / "data"), "time_budget": args.budget, "epochs": 100, "img_size": args.img_size,
               "small_stem": False,
-              "batch_size": args.batch_size, "proj_hidden_dim": 1024, "proj_dim": 256, "num_negatives": 0}
+              "batch_size": args.batch_size, "seed": args.seed, "proj_hidden_dim": 1024, "proj_dim": 256,
+              "num_negatives": 0}
     table = rows(args.adapt_lr, args.l2sp_weight, args.teacher_img_size, args.vit_img_size, args.head_warmup_steps,
                  args.small_img_size, args.frozen_stages, args.neighbours)
     only = set(args.only.split(",")) if args.only else None

@@ -36,6 +36,7 @@ def select_device(name: str = "auto") -> torch.device:
 class DistInfo:
     world_size: int = 1
     rank: int = 0
+    owns_group: bool = False  # this process group was created here, so `end_distributed` takes it down
 
     @property
     def is_main(self) -> bool:
@@ -47,9 +48,22 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_world_size(), dist.get_rank())
+    return DistInfo(dist.get_world_size(), dist.get_rank(), owns)
+
+
+def end_distributed(info: DistInfo) -> None:
+    """Every rank waits for the others, then the group is destroyed.
+
+    Without it a rank that finishes first (the others skip rank 0's final evaluation and writes) exits with
+    gloo's threads still running, and the C++ runtime may abort it ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded: torchrun then reports the run as failed.
+    """
+    if info.owns_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class Gather:

@@ -28,7 +28,7 @@ from pretrain.budget import (DEADLINE_EVERY, FINISH_S, TIMED_STEPS, WARMUP_STEPS
 from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
-from pretrain.distributed import Gather, init_distributed, select_device, sync_batchnorm
+from pretrain.distributed import Gather, end_distributed, init_distributed, select_device, sync_batchnorm
 from pretrain.evaluate import knn_protocol, starting_backbone
 from pretrain.init import load_init
 from pretrain.methods import Method, build_method, describe_method
@@ -335,14 +335,16 @@ class Trainer:
             while st.epoch < st.epochs:
                 row = self._train_epoch(st, data)
                 self._end_epoch(st, data, row, writer)
-        if not self.dist.is_main:
-            return {}
-        if data.source is not None:
-            continual.write_lineage(self.run_dir, data.source, self.cfg.to_dict(), len(data.train.images),
-                                    0 if data.replayed is None else len(data.replayed))
-        return self._finish(st.method, st.last_row, st.epochs, st.budget.summary(self._now() - st.t_budget),
-                            st.images_seen, st.wall, len(data.bank.images) if data.bank is not None else None,
-                            time.perf_counter() - t_fit)
+        metrics: dict[str, Any] = {}
+        if self.dist.is_main:
+            if data.source is not None:
+                continual.write_lineage(self.run_dir, data.source, self.cfg.to_dict(), len(data.train.images),
+                                        0 if data.replayed is None else len(data.replayed))
+            metrics = self._finish(st.method, st.last_row, st.epochs, st.budget.summary(self._now() - st.t_budget),
+                                   st.images_seen, st.wall, len(data.bank.images) if data.bank is not None else None,
+                                   time.perf_counter() - t_fit)
+        end_distributed(self.dist)
+        return metrics
 
     def _load_data(self) -> FitData:
         """Decode the training split (with the continual source's replayed images), the test split and the kNN
