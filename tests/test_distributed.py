@@ -44,3 +44,20 @@ def test_gloo_two_ranks_match_single_process(tmp_path, cifar_root, extra):
     assert torch.allclose(a["model"]["bank.weight"], b["model"]["bank.weight"], atol=1e-4)
     # only rank 0 wrote the run's files
     assert (multi / "metrics.json").exists() and len((multi / "log.csv").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("owns", [True, False])
+def test_the_end_of_a_run_takes_down_only_the_group_it_made(tmp_path, owns):
+    """`end_distributed` waits for every rank and destroys the group the trainer created, and no other one
+    (a one-rank gloo group on a file store: nothing listens on the network)."""
+    import torch.distributed as dist
+
+    from pretrain.distributed import DistInfo, end_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", world_size=1, rank=0)
+    try:
+        end_distributed(DistInfo(1, 0, owns_group=owns))
+        assert dist.is_initialized() is not owns
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
