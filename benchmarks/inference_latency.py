@@ -55,7 +55,7 @@ def ensure_runs(run_dirs: list[Path], work: Path) -> list[Path]:
     return runs
 
 
-def ensure_export(run_dir: Path) -> tuple[Path, "Validation"]:
+def ensure_export(run_dir: Path) -> tuple[Path, Validation]:
     """RUN_DIR/export with a passing validation.json, exporting first when there is none."""
     from export.pipeline import export_run
     from zoo.edge import ExportNotValidatedError, read_validation

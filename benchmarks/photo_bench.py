@@ -96,8 +96,6 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         # AND: an image's nearest neighbours (mostly of its class, from the init) become positives, not negatives
         Row(f"effssl, --init, LP-FT, {neighbours} neighbours", {"method": "effssl", **adapt, **lpft,
                                                                  "neighbours": neighbours}),
-        Row(f"effssl, --init, LP-FT, {neighbours} neighbours, crops and flips only",
-            {"method": "effssl", **adapt, **lpft, "neighbours": neighbours, **CROPS_ONLY}),
         Row(f"effssl, --init, LP-FT, {frozen_stages} stages frozen",
             {"method": "effssl", **adapt, **lpft, "freeze_stages": frozen_stages}),
         Row("SimCLR, --init", {"method": "simclr", **adapt}),

@@ -12,9 +12,10 @@ weights (onnxruntime's quantization guide: not needed with VNNI or on ARM).
 keeps the first that reaches the target median cosine to fp32, in this order:
 1. W8A8 with 7-bit weights: runs exactly on every CPU;
 2. W8A8 with full-range int8 weights: 7-bit weights cost some backbones the
-   target (an EfficientNet-Lite0 at 96 px: median cosine 0.983 with them, 0.995
-   without), and CPUs with VNNI (x86) or dot-product instructions (ARM) run it
-   exactly; validation.json says so;
+   target (EfficientNet-Lite0 at 112 px on the ant/bee photos: median cosine
+   0.978 with them, 0.994 without; BENCHMARKS.md, "Hymenoptera"), and CPUs with
+   VNNI (x86) or dot-product instructions (ARM) run it exactly; validation.json
+   says so;
 3. W8A16 (int8 weights, 16-bit activations): MobileNetV3's hard-swish and
    squeeze-excite stacks after short self-supervised runs reach only ~0.95 with
    8-bit activations. The same 4x smaller file and near-fp32 embeddings, but no

@@ -300,8 +300,9 @@ HELP: dict[str, str] = {
     "bank_lr": "eta of the grad bank update (default (1 - m) / m)",
     "bank_dtype": "memory bank storage: float32 or bfloat16",
     "calibrate": "fill the bank with the untrained network's features before training",
-    "neighbours": "effssl: each image's k nearest neighbours in the backbone's embedding, mined at every "
-                  "calibration, count as positives (AND, Huang et al. 2019; 0: the image's own row only)",
+    "neighbours": "effssl: each image's k nearest neighbours in the backbone's embedding, mined before training "
+                  "(and at every recalibration), count as positives (AND, Huang et al. 2019; 0: the image's own "
+                  "row only)",
     "calibrate_view": "images the bank is calibrated from: clean (centre crop) or augmented (one training view each)",
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
@@ -328,7 +329,7 @@ HELP: dict[str, str] = {
                          "a random head's first gradients distort pretrained features (LP-FT, Kumar et al. 2022)",
     "wise_alpha": "save wise_alpha x the trained weights + (1 - wise_alpha) x the --init weights (WiSE-FT, "
                   "Wortsman et al. 2022): keeps what the init knew, adds what training found; 1 = the trained "
-                  "weights (the int8 export of an average may need 16-bit activations: BENCHMARKS.md, Photos)",
+                  "weights (default 0.5 with --init, else 1; BENCHMARKS.md, Photos)",
     "freeze_stages": "keep the backbone's first N stages (timm's coarse groups: the stem, then each block stage) "
                      "frozen, weights and statistics: cheaper steps (no backward there) and the init's early "
                      "features kept (surgical fine-tuning, Lee et al. 2023)",

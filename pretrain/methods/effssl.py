@@ -87,7 +87,7 @@ class EffSSL(Method):
         self.sqrtkl = SqrtKLLoss(cfg.sqrtkl_power)
         self.cutmix = CutMix(self.cutmix_alpha) if self.cutmix_alpha > 0 else None
         self.num_negatives = min(cfg.num_negatives, num_samples)
-        # AND's neighbourhoods: bank rows of each image's nearest neighbours, mined at every calibration
+        # AND's neighbourhoods: bank rows of each image's nearest neighbours, mined at every setup
         # (a buffer, so a resumed run keeps the ones it trained with)
         self.num_neighbours = min(cfg.neighbours, num_samples - 1)
         if self.num_neighbours:
@@ -131,8 +131,8 @@ class EffSSL(Method):
             x, perm, ratio = self.cutmix(x, local)
         z = F.normalize(self.project(x).float(), dim=1)
         all_idx = self.gather(idx)
-        extra = self.neighbours[all_idx].flatten() if self.num_neighbours else None
-        rows, w_sel, dup = self.bank.select(all_idx, self.num_negatives, shared, extra)
+        nbr = self.neighbours[all_idx] if self.num_neighbours else None  # (B_all, k) bank rows
+        rows, w_sel, dup = self.bank.select(all_idx, self.num_negatives, shared, None if nbr is None else nbr.flatten())
         # In place: the matmul's backward needs its inputs, not its output (one (B, B + K) buffer less).
         logits = (z @ w_sel.T).masked_fill_(dup.view(1, -1), _MASKED)
         own = self.gather.rank * b + torch.arange(b, device=z.device)
@@ -140,8 +140,10 @@ class EffSSL(Method):
             partner, ratio = own, torch.ones((), device=z.device)
         else:
             partner = own[perm]
-        if self.num_neighbours:
-            targets = self._neighbourhood_targets(logits, rows, all_idx, own, partner, ratio)
+        if nbr is not None:  # AND: the own image's (and its CutMix partner's) mass spread over its neighbourhood
+            sets = torch.cat([all_idx.view(-1, 1), nbr], dim=1)  # (B_all, 1 + k): itself first
+            targets = neighbourhood_targets(logits, rows, [sets[own], sets[partner]], [ratio, 1.0 - ratio],
+                                            self.cfg.temperature)
         else:
             targets = cutmix_targets(logits.shape[1], own, partner, ratio)
         loss = self.ce(logits, targets)
@@ -154,16 +156,6 @@ class EffSSL(Method):
             else:
                 self.bank.update(all_idx, self.gather(z.detach()))
         return StepOutput(loss)
-
-    def _neighbourhood_targets(self, logits: torch.Tensor, rows: torch.Tensor, all_idx: torch.Tensor,
-                               own: torch.Tensor, partner: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-        """AND's targets: the mass of the own image (and of its CutMix partner) spread over its neighbourhood."""
-        sets = torch.cat([all_idx.view(-1, 1), self.neighbours[all_idx]], dim=1)  # (B_all, 1 + k): itself first
-        if partner is own:
-            return neighbourhood_targets(logits, rows, [sets[own]], [torch.ones((), device=logits.device)],
-                                         self.cfg.temperature)
-        return neighbourhood_targets(logits, rows, [sets[own], sets[partner]], [ratio, 1.0 - ratio],
-                                     self.cfg.temperature)
 
 
 class NPID(EffSSL):

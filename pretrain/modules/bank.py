@@ -15,10 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def first_columns(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The first column of `rows` (C,) holding each of `values` (any shape), -1 where none does.
+
+    One stable sort and a binary search: O(C log C), no (C, C) comparison and no host sync.
+    """
+    sorted_rows, order = torch.sort(rows, stable=True)
+    pos = torch.searchsorted(sorted_rows, values).clamp_max(rows.numel() - 1)
+    return torch.where(sorted_rows[pos] == values, order[pos], torch.full_like(order[pos], -1))
+
+
 def repeated(rows: torch.Tensor) -> torch.Tensor:
     """(C,) True where rows[c] already occurs at an earlier column (the later copies, to leave out)."""
-    same = rows.view(-1, 1) == rows.view(1, -1)
-    return torch.tril(same, diagonal=-1).any(dim=1)
+    return first_columns(rows, rows) != torch.arange(rows.numel(), device=rows.device)
 
 
 class MemoryBank(nn.Module):

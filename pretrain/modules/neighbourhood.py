@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrain.modules.bank import first_columns
+
 
 @torch.no_grad()
 def nearest_neighbours(feats: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
@@ -37,14 +39,15 @@ def neighbourhood_targets(logits: torch.Tensor, rows: torch.Tensor, sets: list[t
     """(B, C) targets q: per part, the softmax(logits / tau) mass on the columns of that part's set, renormalised.
 
     rows: (C,) bank row of each column (left-out columns must already hold a masked logit); sets: per part
-    (B, 1 + k) bank rows of a sample's neighbourhood (itself first); weights: per part (B,) or scalar mass
-    (CutMix: ratio on the own image's neighbourhood, 1 - ratio on the partner's). No gradient flows.
+    (B, 1 + k) distinct bank rows of a sample's neighbourhood (itself first, as `nearest_neighbours` gives
+    them); weights: per part (B,) or scalar mass (CutMix: ratio on the own image's neighbourhood, 1 - ratio on
+    the partner's). Each member is read at its first column: O(B k log C), no (B, k, C) comparison.
     """
     with torch.no_grad():
         p = torch.softmax(logits.float() / temperature, dim=1)
         q = torch.zeros_like(p)
         for members, w in zip(sets, weights):
-            inside = (rows.view(1, 1, -1) == members.unsqueeze(2)).any(dim=1)  # (B, C)
-            part = p * inside
-            q += w.view(-1, 1) * part / part.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            cols = first_columns(rows, members)  # (B, 1 + k): a member's later copies are masked, p ~ 0 there
+            part = p.gather(1, cols.clamp_min(0)) * (cols >= 0)
+            q.scatter_add_(1, cols.clamp_min(0), w.view(-1, 1) * part / part.sum(dim=1, keepdim=True).clamp_min(1e-12))
         return q
