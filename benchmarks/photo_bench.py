@@ -117,6 +117,11 @@ def scores(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             f"precision@{TOP_K}": precision_at_k(embeddings, labels, TOP_K)}
 
 
+def score_cells(result: dict[str, Any], k: int = TOP_K) -> str:
+    """A table's score columns of one `scores` result, in percent: 1-NN | kNN | precision@k."""
+    return f"{100 * result['loo_1nn']:.1f} | {100 * result['loo_knn']:.1f} | {100 * result[f'precision@{k}']:.1f}"
+
+
 def export_latency(run: Path) -> dict[str, Any]:
     """int8 batch-1 p50 latency (ms) and parameters from the run's export (made now unless already fresh)."""
     from export.pipeline import export_run
@@ -237,8 +242,8 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         ms = f"{r['int8_b1_ms']:.2f}" if "int8_b1_ms" in r else "-"
         params = f"{r['params_m']:.2f}" if "params_m" in r else "-"
-        lines.append(f"| {r['row']} | {r['img_size']} | {r['epochs']} | {r['fit_s']:.0f} | {100 * r['loo_1nn']:.1f} | "
-                     f"{100 * r['loo_knn']:.1f} | {100 * r[f'precision@{k}']:.1f} | {params} | {ms} |")
+        lines.append(f"| {r['row']} | {r['img_size']} | {r['epochs']} | {r['fit_s']:.0f} | {score_cells(r, k)} | "
+                     f"{params} | {ms} |")
     return "\n".join(lines)
 
 

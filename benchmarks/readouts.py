@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.folder_knn import TOP_K, link_class_folders  # noqa: E402
-from benchmarks.photo_bench import INIT, scores  # noqa: E402
+from benchmarks.photo_bench import INIT, score_cells, scores  # noqa: E402
 from zoo.preprocess import batched, l2_normalize  # noqa: E402
 
 log = logging.getLogger("readouts")
@@ -142,8 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         probe = f"{100 * r['linear_probe']:.1f}" if "linear_probe" in r else "-"
-        lines.append(f"| {r['readout']} | {r['dim']} | {100 * r['loo_1nn']:.1f} | {100 * r['loo_knn']:.1f} | "
-                     f"{100 * r[f'precision@{TOP_K}']:.1f} | {probe} |")
+        lines.append(f"| {r['readout']} | {r['dim']} | {score_cells(r)} | {probe} |")
     return "\n".join(lines)
 
 
