@@ -23,6 +23,7 @@ one JSON line (also OUT/readouts.json).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -33,6 +34,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
+    from zoo.pretrained import TorchEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,21 +53,20 @@ CONCAT_STAGES = 4
 def stage_features(model: Any, x: "torch.Tensor") -> list["torch.Tensor"]:
     """Every stage's output map (stem first), through timm's forward_intermediates; every block where the model
     can give them (EfficientNet's ``extra_blocks``: its 7 block stages, not only the 5 of its feature_info)."""
-    try:
-        return model.forward_intermediates(x, intermediates_only=True, extra_blocks=True)
-    except TypeError:  # architectures without extra_blocks
-        return model.forward_intermediates(x, intermediates_only=True)
+    extra = "extra_blocks" in inspect.signature(model.forward_intermediates).parameters
+    return model.forward_intermediates(x, intermediates_only=True, **({"extra_blocks": True} if extra else {}))
 
 
-def readouts(model: Any, preprocess: Any, paths: list[Path], batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The deployed embedding, its flip average and each stage average-pooled, for every image (N, D_i) each."""
+def readouts(embedder: "TorchEmbedder", paths: list[Path], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The deployed embedding, its flip average and each stage average-pooled, for every image (N, D_i) each,
+    through the embedder's own preprocessing, model and memory format."""
     import torch
 
     out: dict[str, list[np.ndarray]] = {}
-    model = model.eval().to(memory_format=torch.channels_last)
+    model, preprocess = embedder.model, embedder.preprocess
     for chunk in batched(paths, batch_size):
         pixels, _ = preprocess.decode(chunk)
-        x = torch.from_numpy(preprocess.normalize(pixels)).to(memory_format=torch.channels_last)
+        x = torch.from_numpy(preprocess.normalize(pixels)).to(memory_format=embedder.memory_format)
         with torch.inference_mode():
             embedding = model(x).float()
             flipped = model(x.flip(3)).float()
@@ -83,22 +85,20 @@ def centred(x: np.ndarray) -> np.ndarray:
     return l2_normalize(x - x.mean(axis=0, keepdims=True))
 
 
-def backbone_of(args: argparse.Namespace, data: Path) -> tuple[Any, Any, str]:
-    """(model, preprocess, name) of the --run's trained backbone or the --init source's starting weights."""
+def backbone_of(args: argparse.Namespace, data: Path) -> tuple["TorchEmbedder", str]:
+    """(embedder, name) of the --run's trained backbone or the --init source's starting weights."""
     from zoo.pretrained import TorchEmbedder
 
     if args.run:
         from zoo.layout import RunDir
 
-        embedder = TorchEmbedder(RunDir(args.run).backbone)
-        return embedder.model, embedder.preprocess, str(args.run)
+        return TorchEmbedder(RunDir(args.run).backbone), str(args.run)
     from pretrain.config import build_config
     from pretrain.evaluate import starting_backbone
 
     cfg = build_config(None, data=str(data), init=args.init, small_stem=False,
                        **({"img_size": args.img_size} if args.img_size else {}))
-    embedder = TorchEmbedder.of(*starting_backbone(cfg))
-    return embedder.model, embedder.preprocess, f"{args.init} at {cfg.img_size} px"
+    return TorchEmbedder.of(*starting_backbone(cfg)), f"{args.init} at {cfg.img_size} px"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.probe import linear_probe_accuracy
 
     paths, labels, classes = link_class_folders(args.data.resolve(), args.out / "data")
-    model, preprocess, name = backbone_of(args, args.out / "data")
-    feats = readouts(model, preprocess, paths)
+    embedder, name = backbone_of(args, args.out / "data")
+    feats = readouts(embedder, paths)
     stages = [k for k in feats if k.startswith("stage ")]
     concat = f"last {args.concat} stages, concatenated"
     feats[concat] = np.concatenate([centred(feats[k]) for k in stages[-args.concat:]], axis=1)
