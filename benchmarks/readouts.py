@@ -50,11 +50,13 @@ DEPLOYED = "embedding (as deployed)"
 CONCAT_STAGES = 4
 
 
-def stage_features(model: Any, x: "torch.Tensor") -> list["torch.Tensor"]:
-    """Every stage's output map (stem first), through timm's forward_intermediates; every block where the model
-    can give them (EfficientNet's ``extra_blocks``: its 7 block stages, not only the 5 of its feature_info)."""
+def stage_features(model: Any, x: "torch.Tensor") -> tuple["torch.Tensor", list["torch.Tensor"]]:
+    """(the deployed embedding, every stage's output map, stem first) from one pass through timm's
+    forward_intermediates and forward_head; every block where the model can give them (EfficientNet's
+    ``extra_blocks``: its 7 block stages, not only the 5 of its feature_info)."""
     extra = "extra_blocks" in inspect.signature(model.forward_intermediates).parameters
-    return model.forward_intermediates(x, intermediates_only=True, **({"extra_blocks": True} if extra else {}))
+    final, stages = model.forward_intermediates(x, **({"extra_blocks": True} if extra else {}))
+    return model.forward_head(final), stages
 
 
 def readouts(embedder: "TorchEmbedder", paths: list[Path], batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -68,9 +70,9 @@ def readouts(embedder: "TorchEmbedder", paths: list[Path], batch_size: int = 64)
         pixels, _ = preprocess.decode(chunk)
         x = torch.from_numpy(preprocess.normalize(pixels)).to(memory_format=embedder.memory_format)
         with torch.inference_mode():
-            embedding = model(x).float()
-            flipped = model(x.flip(3)).float()
-            stages = [f.float().mean((2, 3)) for f in stage_features(model, x)]
+            embedding, maps = stage_features(model, x)
+            embedding, flipped = embedding.float(), model(x.flip(3)).float()
+            stages = [f.float().mean((2, 3)) for f in maps]
         out.setdefault(DEPLOYED, []).append(embedding.numpy())
         out.setdefault("embedding, flip-averaged", []).append(
             (torch.nn.functional.normalize(embedding, dim=1) + torch.nn.functional.normalize(flipped, dim=1)).numpy())

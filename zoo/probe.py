@@ -41,7 +41,7 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, weight_decay: fl
     """
     n, d = x.shape
     onehot = np.eye(num_classes, dtype=np.float64)[y]
-    x64 = x.astype(np.float64)
+    x64 = np.asarray(x, np.float64)  # no copy when the caller already holds float64
     top = _top_eigenvalue(x64)
     step = 1.0 / (scale ** 2 * (top + 1.0) / 2 + weight_decay)  # +1: the bias column
     w, b = np.zeros((d, num_classes)), np.zeros(num_classes)
@@ -74,7 +74,7 @@ def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, folds: int
 
     An oracle that uses the labels: a ceiling for a label-free score of the same embeddings, not a result of one.
     """
-    x = l2_normalize(embeddings)
+    x = np.asarray(l2_normalize(embeddings), np.float64)  # once, not per fold and weight decay
     labels = np.asarray(labels, np.int64)
     if len(x) != len(labels):
         raise ValueError(f"need one label per embedding, got {len(x)} and {len(labels)}")
