@@ -32,11 +32,11 @@ browser:
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The main job on the embedded defaults: ImageNet EfficientNet-Lite0 adapted to the flower photos (4 minutes),
-# evaluated against its untrained self, exported, published (local hub), then the demo on http://127.0.0.1:7860
-# over the held-out photos. Running it again skips finished stages.
+# The main job on the embedded defaults: ImageNet EfficientNet-Lite0's stage readout fitted to the flower photos
+# (4 minutes), evaluated against its untrained self, exported, published (local hub), then the demo on
+# http://127.0.0.1:7860 over the held-out photos. Running it again skips finished stages.
 demo: install
-	$(EDGEZOO) run --data flowers --recipe photos-quick --repo edgezoo/lite0-flowers-quick
+	$(EDGEZOO) run --data flowers --recipe photos-readout --repo edgezoo/lite0-flowers-readout
 
 bench: install
 	$(PY) benchmarks/pretrain_speed.py

@@ -5,7 +5,7 @@
     python benchmarks/demo_load.py --smoke --out /tmp/smoke.json               # tiny, seconds (the test's)
 
 Without --url it starts `edgezoo demo --model MODEL` (default: `make demo`'s published
-`edgezoo/lite0-flowers-quick`, its default gallery: the flowers' 717 held-out photos) in
+`edgezoo/lite0-flowers-readout`, its default gallery: the flowers' 717 held-out photos) in
 its own process group on 127.0.0.1, waits until the page answers, and stops the whole group
 at the end, whatever happens. Each client thread opens its own gradio_client session, then
 all start together (a barrier) and send their searches one after the other, each a query
@@ -50,7 +50,7 @@ from benchmarks.servers import free_port, stop_process, wait_port  # noqa: E402 
 
 log = logging.getLogger("demo_load")
 
-MAKE_DEMO_MODEL = "edgezoo/lite0-flowers-quick"  # what `make demo` publishes and serves
+MAKE_DEMO_MODEL = "edgezoo/lite0-flowers-readout"  # what `make demo` publishes and serves
 SMOKE_IMAGES_PER_CLASS = 6
 
 

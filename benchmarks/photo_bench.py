@@ -13,7 +13,8 @@ ImageNet EfficientNet-Lite0 they can get for free? Every image under --data is l
 - trained rows, each with the same ``--budget`` of wall time from loaded data (the trainer fixes its epochs from
   its own measured speed): effssl from random init, effssl from the ImageNet init (with and without L2-SP toward
   it, and LP-FT: the head trained alone first, the init's BatchNorm statistics kept), SimCLR from the init (and
-  with LP-FT), and SEED distillation of Lite2 into smaller students.
+  with LP-FT), SEED distillation of Lite2 into smaller students, and the stage readout (the init frozen, a linear
+  embedding over its last stages fitted on cached views).
 
 Every backbone embeds every photo through its deployment preprocessing and is scored without a split:
 leave-one-out 1-NN and weighted kNN top-1 (k=20, t=0.1) and retrieval precision@8 (what the demo shows). Each
@@ -107,6 +108,8 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         # the same network at a smaller input: a student at about half Lite0's latency that keeps ImageNet's features
         Row(f"ImageNet init (Lite0, {small_px} px)", {"init": INIT, "img_size": small_px}),
         Row(f"distill Lite2 -> Lite0 at {small_px} px, --init, LP-FT", {**distill, **adapt, **lpft, "img_size": small_px}),
+        # the init frozen, a linear embedding over its last 4 stages fitted on cached views (its own defaults)
+        Row("stage readout, --init", {"method": "readout", "init": INIT, "batch_size": 512, "epochs": 300}),
     ]
 
 
@@ -199,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = args.out / "photo_bench.json"  # rows --only leaves out keep their earlier results
     earlier = {r["slug"]: r for r in json.loads(saved.read_text())["rows"]} if only and saved.is_file() else {}
     results: list[dict[str, Any]] = []
-    latency = {(r["architecture"], r["img_size"]): {k: r[k] for k in LATENCY_KEYS} for r in earlier.values()
-               if all(k in r for k in LATENCY_KEYS)}
+    latency = {(r["architecture"], r["img_size"], r.get("readout", False)): {k: r[k] for k in LATENCY_KEYS}
+               for r in earlier.values() if all(k in r for k in LATENCY_KEYS)}
     for row in table:
         if only and row.slug not in only:
             if row.slug in earlier:
@@ -214,15 +217,16 @@ def main(argv: list[str] | None = None) -> int:
             fit = {"epochs": metrics["epochs"], "fit_s": metrics["elapsed_s"]}
         else:
             embedder, fit = TorchEmbedder.of(*starting_backbone(cfg)), {"epochs": 0, "fit_s": 0.0}
-        arch = (cfg.architecture, cfg.img_size)
+        readout = cfg.method == "readout" and row.trained  # its own graph: the trunk and the readout
+        arch = (cfg.architecture, cfg.img_size, readout)
         result = {"row": row.name, "slug": row.slug, "architecture": cfg.architecture, "img_size": cfg.img_size,
-                  **fit, **scores(embedder.embed(paths), labels)}
+                  "readout": readout, **fit, **scores(embedder.embed(paths), labels)}
         if row.trained and not args.no_export and arch not in latency:
             latency[arch] = export_latency(run)
         results.append(result)
         log.info("%s", result)
     for r in results:  # untrained rows share their architecture's export
-        r.update(latency.get((r["architecture"], r["img_size"]), {}))
+        r.update(latency.get((r["architecture"], r["img_size"], r.get("readout", False)), {}))
     report = {"data": str(args.data), "images": len(paths), "classes": classes, "budget_s": args.budget,
               "chance_precision": chance_precision(labels), "knn_k": LOO_K, "top_k": TOP_K, "rows": results}
     saved.write_text(json.dumps(report, indent=1))

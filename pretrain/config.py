@@ -39,7 +39,18 @@ CHOICES: dict[str, tuple[str | None, ...]] = {
 # Defaults a method changes, measured: SEED's loss (distill) stays at chance, log(K + 1), at effssl's lr 1.0; on 256
 # flowers at 64 px (80 steps of 64, Lite2 teacher) kNN top-1 was 35.1% at lr 1.0, 43.5% at 0.3, 37.4% at 0.1 and
 # 35.1% at 0.03 (a random-init student: about 33%).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"distill": {"lr": 0.3}}
+# readout: measured on the 3,483 flower photos from ImageNet Lite0 at 128 px (BENCHMARKS.md, "Flowers", the stage
+# readout): a linear head over 8 cached views, AdamW at 0.001 for 300 epochs of batches of 512, tau 0.2; views of
+# crops, flips and mild colour changes (no grey, no blur: they cost a frozen ImageNet trunk more than they teach).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "distill": {"lr": 0.3},
+    "readout": {"optimizer": "adamw", "lr": 0.001, "epochs": 300, "batch_size": 512, "proj_dim": 256,
+                "temperature": 0.2, "crop_scale": (0.25, 1.0), "jitter": (0.4, 0.4, 0.2, 0.05), "jitter_p": 0.5,
+                "gray_p": 0.0, "blur_p": 0.0},
+}
+# Methods whose trunk never trains (pretrain/methods/readout.py): the --init defaults, which protect a trunk being
+# fine-tuned (LP-FT, BatchNorm statistics, WiSE-FT), do not apply to them.
+FROZEN_TRUNK_METHODS = ("readout",)
 # Defaults of a run that starts from pretrained weights (--init), measured (BENCHMARKS.md, "Photos: starting from
 # ImageNet weights"): on 3,483 flower photos at 128 px, 300 s on 2 CPU cores, effssl from ImageNet Lite0 at lr 0.003
 # took leave-one-out 1-NN from the init's 68.4% to 59.6%; with the head trained alone for 40 steps and the init's
@@ -94,6 +105,9 @@ class PretrainConfig:
     recalibrate_every: int = 0  # refill the bank every N epochs (0: once, before training, as the authors)
     neighbours: int = 0  # effssl: each image's k nearest neighbours count as positives (AND); 0 = its own row only
     simclr_temperature: float = 0.5
+    # readout (pretrain/methods/readout.py): a linear embedding over the frozen trunk's last stages, fitted on cache
+    readout_stages: int = 4  # the trunk's last N stages (stem = stage 0), average-pooled, with its own embedding
+    readout_views: int = 8  # augmented views of every image whose pooled stages are cached (fewer if the budget ends)
     # distill (SEED, pretrain/methods/distill.py): the student learns a frozen teacher's embedding space
     teacher: str | None = None  # an --init source or an .onnx file; required by --method distill, refused otherwise
     teacher_img_size: int | None = None  # the teacher's input size; None = its own (pretrained_cfg, ONNX shape)
@@ -171,6 +185,9 @@ class PretrainConfig:
             raise ConfigError(f"{_option('recalibrate_every')} must be >= 0, got {self.recalibrate_every}")
         if self.neighbours < 0:
             raise ConfigError(f"{_option('neighbours')} must be >= 0, got {self.neighbours}")
+        if self.readout_stages < 1 or self.readout_views < 2:
+            raise ConfigError(f"{_option('readout_stages')} must be >= 1 and {_option('readout_views')} >= 2, got "
+                              f"{self.readout_stages} and {self.readout_views}")
         if self.freeze_stages < 0:
             raise ConfigError(f"{_option('freeze_stages')} must be >= 0, got {self.freeze_stages}")
         if not 0.0 < self.wise_alpha <= 1.0:
@@ -286,11 +303,12 @@ HELP: dict[str, str] = {
                   "at 32 px (written to config.json as timm's model_args)",
     "small_stem": "3x3 stride-1 first conv and no max-pool (resnet/mobilenet/efficientnet) for small inputs",
     "method": "the SSL method, a module of pretrain/methods/: effssl (this project's), npid, simclr, distill (SEED: "
-              "learn the embedding space of --teacher), or one you add there",
+              "learn the embedding space of --teacher), readout (a linear embedding over the frozen --init's last "
+              "stages, fitted on cached views: the best use of a CPU's minutes on photos), or one you add there",
     "proj_hidden_dim": "projector hidden width",
     "proj_dim": "projector output size d (= memory bank width; distill: the teacher's embedding size instead)",
     "proj_out_bn": "BatchNorm without affine on the projector output (centres the features over the batch)",
-    "temperature": "tau of the instance cross-entropy",
+    "temperature": "tau of the instance cross-entropy (readout: of its NT-Xent)",
     "num_negatives": "K random bank rows per step besides the batch's own (0: batch rows only)",
     "sqrtkl_weight": "lambda of the SqrtKL self-distillation loss (0 disables)",
     "sqrtkl_power": "power of SqrtKL's sharpened-flat target",
@@ -306,6 +324,10 @@ HELP: dict[str, str] = {
     "calibrate_view": "images the bank is calibrated from: clean (centre crop) or augmented (one training view each)",
     "recalibrate_every": "refill the bank with the current network's features every N epochs (0: before training only)",
     "simclr_temperature": "NT-Xent temperature of the SimCLR baseline",
+    "readout_stages": "--method readout: the trunk's last N stages (the stem is stage 0) read out, average-pooled, "
+                      "beside its own embedding",
+    "readout_views": "--method readout: augmented views of every image cached (the trunk runs once per view; fewer "
+                     "when the time budget ends first, at least 2)",
     "teacher": "the frozen teacher of --method distill: what --init takes (a timm tag such as "
                "tf_efficientnet_lite2.in1k, hf-hub:ORG/NAME, a published org/name[@vN], a RUN_DIR, a timm backbone "
                "folder, a weights file with a config.json beside it) or an .onnx embedding model (run with "
@@ -392,7 +414,8 @@ def build_config(recipe: str | None = None, base: dict[str, Any] | None = None, 
     if chosen.get("init"):
         from pretrain.init import describe_init
 
-        values.update({**INIT_DEFAULTS, **describe_init(chosen["init"]).config_defaults()})
+        values.update({**({} if method in FROZEN_TRUNK_METHODS else INIT_DEFAULTS),
+                       **describe_init(chosen["init"]).config_defaults()})
     values.update(chosen)
     if recipe:  # recorded for the model card
         values["extra"] = {**values.get("extra", {}), "recipe": recipe}

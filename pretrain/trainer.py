@@ -5,12 +5,9 @@ What it writes into RUN_DIR, and when (config.yaml first, metrics.json last): zo
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import errno
 import logging
 import resource
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,13 +22,15 @@ from pretrain import continual
 from pretrain.augment import AugmentParams, build_augment
 from pretrain.budget import (DEADLINE_EVERY, FINISH_S, TIMED_STEPS, WARMUP_STEPS, BudgetPlan, BudgetState,
                              CosineSchedule, fit_last_epoch, plan_epochs, planned_steps)
+from pretrain.checkpoint import (LOG_COLUMNS, append_log_row, cpu_snapshot, load_checkpoint, save_checkpoint,
+                                 trim_log)
 from pretrain.compile import CompileResult, compile_backbone, eager, step_begin
 from pretrain.config import PretrainConfig
 from pretrain.data import Split, load_knn_bank, load_split, load_train_split, preprocess_of, write_data_record
 from pretrain.distributed import Gather, end_distributed, init_distributed, select_device, sync_batchnorm
 from pretrain.evaluate import knn_protocol, starting_backbone
 from pretrain.init import load_init
-from pretrain.methods import Method, build_method, describe_method
+from pretrain.methods import Method, build_method, describe_method, method_class
 from pretrain.modules.one_pixel_conv import use_one_pixel_convs
 from pretrain.modules.regularizers import AnchorPenalty
 from pretrain.preprocess import center_crop_normalize
@@ -39,79 +38,17 @@ from pretrain.stages import first_stages, freeze
 from zoo import datasets
 from zoo.backbones import embedding_dim
 from zoo.errors import ConfigError, EdgezooError, RunDirError
-from zoo.fsutil import atomic_path, atomic_write_json, atomic_write_text
+from zoo.fsutil import atomic_write_json, atomic_write_text
 from zoo.layout import CONFIG, REPLAY_IN, RunDir
 from zoo.records import Metrics
 from zoo.timm_files import backbone_config, save_backbone
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "knn_top1", "rankme", "wall_time_s")
 
 
 class NonFiniteLossError(EdgezooError):
     """Training diverged; the last good checkpoint is left untouched."""
-
-
-# --- checkpoints ----------------------------------------------------------------------------------------
-
-def state_nbytes(obj: Any) -> int:
-    """Bytes of the tensors in a (nested) state: about the size of its checkpoint file."""
-    if isinstance(obj, torch.Tensor):
-        return obj.nelement() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(state_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(state_nbytes(v) for v in obj)
-    return 0
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: an interrupt never leaves a half-written checkpoint.
-
-    torch.save reports a full disk as a bare RuntimeError ("unexpected pos ..."); where the free space is below
-    the state's size it becomes OSError(ENOSPC) saying how much is needed, which the CLI prints as one line.
-    """
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except RuntimeError as err:
-        need = state_nbytes(state)
-        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else need
-        if free >= need:
-            raise
-        raise OSError(errno.ENOSPC, f"no space left on the device to write {path.name} (about {need / 2**20:.0f} MiB "
-                                    f"needed, {free / 2**20:.0f} MiB free in {path.parent})") from err
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def cpu_snapshot(obj: Any) -> Any:
-    """A deep copy on the CPU of a (nested) state, safe to write while training changes the original."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_snapshot(v) for v in obj)
-    return obj
-
-
-def append_log_row(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", newline="") as f:
-        csv.writer(f).writerow(["" if row[c] is None else row[c] for c in LOG_COLUMNS])
-
-
-def trim_log(path: Path, last_epoch: int) -> None:
-    """Drop rows past the checkpoint's epoch, so a resumed run does not log an epoch twice."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) <= last_epoch]
-    if len(kept) != len(lines):
-        atomic_write_text(path, "\n".join(kept) + "\n")
 
 
 class CheckpointWriter:
@@ -325,6 +262,10 @@ class Trainer:
 
     # -- the loop: fit() in named steps
     def fit(self) -> dict[str, Any]:
+        if method_class(self.cfg.method).cached:
+            from pretrain.readout import fit_cached
+
+            return fit_cached(self)
         t_fit = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main and not self.resume:

@@ -29,7 +29,7 @@ def test_every_method_is_cited_with_the_options_that_shape_it():
         assert record["engine_citation"]["key"] == "cao2024efficiency"
         keys[name] = record["citation"]["key"]
     assert keys == {"effssl": "cao2024efficiency", "npid": "wu2018unsupervised", "simclr": "chen2020simple",
-                    "distill": "fang2021seed"}
+                    "distill": "fang2021seed", "readout": "hariharan2015hypercolumns"}
     assert describe_method(build_config(temperature=0.3))["options"]["temperature"] == 0.3
     assert "temperature" not in describe_method(build_config(method="simclr"))["options"]  # SimCLR's is its own
     assert describe_method(build_config(method="npid"))["name"].startswith("NPID")
@@ -102,5 +102,5 @@ def test_an_unknown_method_is_one_line_listing_the_methods(tmp_path, gallery, ca
     from app.cli import main
 
     assert main(["pretrain", "--data", str(gallery), "--out", str(tmp_path / "run"), "--method", "bogus"]) == 2
-    assert "must be one of distill, effssl, npid, simclr; got 'bogus'" in caplog.text
+    assert "must be one of distill, effssl, npid, readout, simclr; got 'bogus'" in caplog.text
     assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from zoo.errors import EdgezooError
+from zoo.timm_files import readout_spec
 from zoo.layout import WEIGHTS
 from zoo.public import public_json, public_path
 from zoo.records import Evaluation, Metrics, Validation
@@ -304,7 +305,7 @@ def card_context(run: "RunFiles", repo_id: str, version: str, *, hub: str, files
         "data": dataset_info(run.config, run.data), "knn": knn_headline(run), "hub": hub,
         "epochs_logged": len(run.log_rows), "last_row": run.log_rows[-1],
         "onnx": onnx_summary(run.validation), "lineage": lineage_table(run.lineage),
-        "init": init_info(cfg), "teacher": teacher_info(cfg),
+        "init": init_info(cfg), "teacher": teacher_info(cfg), "readout": readout_spec(cfg),
         "files": dict(sorted(files.items())),
         "onnx_files": {f: n for f, n in sorted(files.items()) if f.startswith("onnx/") and f.endswith(".onnx")},
         "curve": CURVE_NAME,

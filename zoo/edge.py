@@ -133,17 +133,26 @@ def export_fresh(run: RunDir) -> bool:
     return True
 
 
-def _session_options(threads: int | None) -> Any:
+# Graph optimisation levels a session can be opened at (None: onnxruntime's default, all of them). "extended" is
+# what the ORT-format conversion bakes into a .ort file: all but the layout transforms (NCHWc), which
+# onnxruntime chooses per machine when it loads a model.
+OPTIMIZATIONS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _session_options(threads: int | None, optimization: str | None = None) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if optimization is not None:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATIONS[optimization])
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     return opts
 
 
-def open_session(model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
+def open_session(model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 optimization: str | None = None) -> Any:
     """An onnxruntime session, with one clear error for a missing or corrupt file."""
     import onnxruntime as ort
 
@@ -151,7 +160,7 @@ def open_session(model_path: str | Path, providers: Sequence[str] | None = None,
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: no such model file")
     try:
-        return ort.InferenceSession(str(model_path), sess_options=_session_options(threads),
+        return ort.InferenceSession(str(model_path), sess_options=_session_options(threads, optimization),
                                     providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         raise ModelFileError(f"{model_path}: not a loadable ONNX/ORT model ({type(exc).__name__}: "
@@ -166,9 +175,10 @@ class EdgeEmbedder:
     """L2-normalised image embeddings from an exported model (fp32 or int8 ONNX, or ORT format)."""
 
     def __init__(self, model_path: str | Path, preprocess: Preprocess | None = None,
-                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 optimization: str | None = None) -> None:
         self.model_path = Path(model_path)
-        self.session = open_session(self.model_path, providers, threads)
+        self.session = open_session(self.model_path, providers, threads, optimization)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelFileError(f"{self.model_path}: expected one (N, 3, S, S) image input, got "

@@ -12,6 +12,8 @@ RUN_DIR/                        written by              holds
   checkpoint.pt                 pretrain, every epoch   resumable state (model, optimizer, RNGs, time-budget plan)
   backbone/config.json          pretrain, at the end    timm-native config, with the `edgezoo` block (method, data)
   backbone/model.safetensors    pretrain, at the end    the weights: files older than these describe other weights
+  backbone/readout.safetensors  pretrain (readout)      a stage readout's tensors (zoo/readout.py), written just
+                                                        before model.safetensors; config.json's edgezoo.readout
   metrics.json                  pretrain, last          final numbers; its presence means training completed
   lineage.json                  pretrain (continual)    which chunks, in which order, with which settings
   replay.npz, replay_in.npz     pretrain (continual)    the reservoir carried forward / replayed from the source
@@ -59,6 +61,8 @@ METRICS = "metrics.json"
 BACKBONE = "backbone"
 BACKBONE_CONFIG = "config.json"  # inside backbone/, and at a published repo's root
 WEIGHTS = "model.safetensors"  # idem
+READOUT = "readout.safetensors"  # idem, only for a model with a stage readout (zoo/readout.py)
+READOUT_KEY = "readout"  # config.json's edgezoo block describing it: stages, part_dims, dim, with_embedding
 LINEAGE = "lineage.json"
 REPLAY = "replay.npz"
 REPLAY_IN = "replay_in.npz"
@@ -93,7 +97,8 @@ REPO_FILES = {  # repo path -> RUN_DIR path
     f"training/{LOG}": LOG,
     REPO_METRICS: METRICS,
 }
-OPTIONAL_REPO_FILES = {REPO_PREPROCESS: f"{EXPORT}/{PREPROCESS}", LINEAGE: LINEAGE}
+OPTIONAL_REPO_FILES = {READOUT: f"{BACKBONE}/{READOUT}", REPO_PREPROCESS: f"{EXPORT}/{PREPROCESS}",
+                       LINEAGE: LINEAGE}
 
 
 class _File:
@@ -117,6 +122,7 @@ class RunDir:
     backbone = _File(BACKBONE)
     backbone_config = _File(f"{BACKBONE}/{BACKBONE_CONFIG}")
     weights = _File(f"{BACKBONE}/{WEIGHTS}")
+    readout = _File(f"{BACKBONE}/{READOUT}")
     lineage = _File(LINEAGE)
     eval = _File(EVAL)
     export = _File(EXPORT)

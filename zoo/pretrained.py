@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from zoo.hub import HubError, fetch
-from zoo.layout import BACKBONE_CONFIG, ONNX_VARIANTS, REPO_PREPROCESS, TORCH_FILES
+from zoo.layout import BACKBONE_CONFIG, ONNX_VARIANTS, READOUT, REPO_PREPROCESS, TORCH_FILES
 from zoo.preprocess import Preprocess, batched, l2_normalize
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,9 @@ def from_pretrained(repo_id: str, revision: str | None = None, backend: str = "a
     """Load a published edgezoo model (see the module docstring for where from and how)."""
     backend = resolve_backend(backend, variant)
     files = _needed_files(backend, variant)
-    # The ONNX runtime may read preprocess.json beside the model: fetched and verified like the rest.
-    optional = [REPO_PREPROCESS] if backend == "onnx" else []
+    # The ONNX runtime may read preprocess.json beside the model, and a stage readout's torch model its
+    # readout.safetensors (the ONNX files hold it inline): fetched and verified like the rest when there.
+    optional = [REPO_PREPROCESS] if backend == "onnx" else [READOUT]
     snap = fetch(repo_id, files, revision, optional=optional, hub=hub, hub_dir=hub_dir)
     config = json.loads((snap.folder / BACKBONE_CONFIG).read_text())
     preprocess = Preprocess.from_pretrained_cfg(config["pretrained_cfg"])

@@ -1,10 +1,12 @@
-"""timm-native backbone folders: ``config.json`` + ``model.safetensors``.
+"""timm-native backbone folders: ``config.json`` + ``model.safetensors`` (+ ``readout.safetensors``).
 
 The same layout is a run's ``backbone/`` and the root of a published repo, so
 ``timm.create_model("hf-hub:org/name", pretrained=True)`` loads it directly.
 The config is written from scratch (not inherited from timm's registry entry)
 so every field describes this model: its true embedding size and the
-preprocessing it was trained with.
+preprocessing it was trained with. A model with a stage readout (zoo/readout.py) keeps
+its trunk in ``model.safetensors``, which plain timm still loads (giving the trunk's
+own embedding), and its readout in ``readout.safetensors``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.edge import ModelFileError
 from zoo.fsutil import atomic_path, atomic_write_json
-from zoo.layout import BACKBONE_CONFIG, WEIGHTS
+from zoo.layout import BACKBONE_CONFIG, READOUT, READOUT_KEY, WEIGHTS
 from zoo.preprocess import Preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,18 +90,36 @@ def preprocess_of(folder_or_config: str | Path | dict[str, Any]) -> Preprocess:
     return Preprocess.from_pretrained_cfg(cfg["pretrained_cfg"])
 
 
-def save_backbone(model: "torch.nn.Module", folder: str | Path, config: dict[str, Any]) -> Path:
-    """Write weights (safetensors, never pickle) and config; atomic per file."""
+def _save_tensors(state: dict[str, "torch.Tensor"], path: Path) -> None:
     from safetensors.torch import save_file
 
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        tmp.chmod(0o644)
+
+
+def save_backbone(model: "torch.nn.Module", folder: str | Path, config: dict[str, Any]) -> Path:
+    """Write weights (safetensors, never pickle) and config; atomic per file.
+
+    A `StageReadout` is written as its trunk (model.safetensors) and its readout (readout.safetensors, first:
+    model.safetensors is the newest file, the one later stages compare their outputs' age with).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.chmod(0o644)
+    readout_state = getattr(model, "readout_state", None)
+    if readout_state is not None:
+        _save_tensors(readout_state(), folder / READOUT)
+        model = model.trunk
+    else:
+        (folder / READOUT).unlink(missing_ok=True)  # another model's readout must not outlive it
+    _save_tensors(model.state_dict(), folder / WEIGHTS)
     atomic_write_json(folder / BACKBONE_CONFIG, config)
     return folder
+
+
+def readout_spec(config: dict[str, Any]) -> dict[str, Any] | None:
+    """config.json's stage readout block (zoo/readout.py), None for a plain timm backbone."""
+    return (config.get("edgezoo") or {}).get(READOUT_KEY)
 
 
 def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Module":
@@ -114,4 +134,15 @@ def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Mo
     model = backbone_from_config(cfg)
     model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
     model.pretrained_cfg = {**model.pretrained_cfg, **cfg["pretrained_cfg"], "architecture": cfg["architecture"]}
+    spec = readout_spec(cfg)
+    if spec is not None:
+        from zoo.readout import StageReadout
+
+        if not (folder / READOUT).is_file():
+            raise ModelFileError(f"{folder / READOUT}: missing (config.json describes a stage readout)")
+        trunk = model
+        model = StageReadout.from_spec(trunk, spec)
+        model.load_state_dict({**{f"trunk.{k}": v for k, v in trunk.state_dict().items()},
+                               **load_file(str(folder / READOUT), device=map_location)}, strict=True)
+        model.pretrained_cfg = trunk.pretrained_cfg
     return model.eval()

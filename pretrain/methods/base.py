@@ -28,6 +28,9 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "base"
     num_views: ClassVar[int] = 1
+    # True: the trunk is frozen and the method is fitted on its cached features (pretrain/readout.py), not by the
+    # trainer's loop of augment -> forward -> backward
+    cached: ClassVar[bool] = False
     info: ClassVar[MethodInfo]  # name, paper, the options that matter: written into the run for the card
 
     @classmethod
@@ -46,7 +49,8 @@ class Method(nn.Module):
         self.gather = gather or Gather()
 
     def provenance(self) -> dict[str, Any]:
-        """What the weights owe to sources outside the run (distill's teacher), for config.json's edgezoo block."""
+        """config.json's edgezoo block additions: what the weights owe to sources outside the run (distill's
+        teacher), or what rebuilding the model needs besides timm (readout's stages)."""
         return {}
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
