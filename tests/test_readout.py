@@ -174,3 +174,15 @@ def test_a_readout_model_exports_publishes_and_loads_as_it_was_trained(readout_r
     np.testing.assert_allclose(torch_model.embed(paths), expected, atol=1e-5)
     onnx_model = zoo.from_pretrained("edgezoo/readout", hub_dir=tmp_path / "hub", backend="onnx")
     assert float(np.min(np.sum(onnx_model.embed(paths) * expected, axis=1))) > 0.999
+
+
+def test_the_demos_references_for_a_readout_model_are_its_plain_trunk(readout_run, gallery):
+    """The gallery score compares the model with its architecture at random init and with its --init weights:
+    for a readout those are the trunk, whose embedding is wider than the readout's."""
+    from app.gallery import init_embedder, random_init_embedder
+    from zoo.images import find_images
+
+    config = json.loads(RunDir(readout_run["run"]).backbone_config.read_text())
+    paths = find_images(gallery)[:3]
+    assert random_init_embedder(config)(paths).shape == (3, 1024)
+    assert init_embedder(config)(paths).shape == (3, 1024)

@@ -64,6 +64,7 @@ class TorchEmbedder:
         return embedder
 
     def _set(self, model: Any, config: dict[str, Any], device: str) -> None:
+        from zoo.backbones import embedding_dim
         from zoo.timm_files import preprocess_of
 
         import torch
@@ -73,7 +74,9 @@ class TorchEmbedder:
         self.memory_format = torch.channels_last
         self.model = model.to(device, memory_format=self.memory_format)
         self.preprocess = preprocess_of(config)
-        self.dim = int(config["embed_dim"])
+        # measured: a stage readout's config describes the readout, and the baselines built from it (its
+        # architecture at random init, its --init weights) are the plain trunk, of another width
+        self.dim = embedding_dim(self.model, self.preprocess.img_size)
 
     def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of images, paths or uint8 arrays (or one of them)."""
