@@ -80,6 +80,7 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
     adapt = {"init": INIT, "lr": adapt_lr, "head_warmup_steps": 0, "freeze_bn": False, "wise_alpha": 1.0}
     lpft = {"head_warmup_steps": head_warmup_steps, "freeze_bn": True}  # the head first, the init's BN statistics
     distill = {"method": "distill", "teacher": TEACHER, "teacher_img_size": teacher_px}
+    readout = {"method": "readout", "init": INIT, "batch_size": 512, "epochs": 300}  # its defaults, over `common`
     vit = {"model": "vit_tiny_patch16_224", "model_args": {"img_size": vit_px, "patch_size": 8}, "img_size": vit_px,
            "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}
     return [
@@ -109,7 +110,8 @@ def rows(adapt_lr: float, l2sp_weight: float, teacher_px: int, vit_px: int, head
         Row(f"ImageNet init (Lite0, {small_px} px)", {"init": INIT, "img_size": small_px}),
         Row(f"distill Lite2 -> Lite0 at {small_px} px, --init, LP-FT", {**distill, **adapt, **lpft, "img_size": small_px}),
         # the init frozen, a linear embedding over its last 4 stages fitted on cached views (its own defaults)
-        Row("stage readout, --init", {"method": "readout", "init": INIT, "batch_size": 512, "epochs": 300}),
+        Row("stage readout, --init", {**readout}),
+        Row(f"stage readout, --init, {small_px} px", {**readout, "img_size": small_px}),
     ]
 
 

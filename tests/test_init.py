@@ -217,4 +217,8 @@ def test_eval_measures_the_starting_weights_beside_random_init_and_the_card_show
     (ref,) = reference_rows([row, CatalogRow(repo_id="edgezoo/scratch", architecture="resnet18", knn_top1=0.3)])
     assert (ref.repo_id, ref.knn_top1, ref.fp32_b1_ms, ref.reference) == (LITE0, result["init_knn_top1"], 1.1, True)
     assert ref.int8_b1_ms is None  # its int8 model would be another quantization: not measured
+    readout = CatalogRow(**{**row.__dict__, "readout": True, "params_m": 3.88})
+    (trunk,) = reference_rows([readout])  # a stage readout started from the plain trunk: not the row's size or speed
+    assert (trunk.knn_top1, trunk.architecture, trunk.params_m, trunk.fp32_b1_ms) == (
+        result["init_knn_top1"], "tf_efficientnet_lite0", None, None)
     assert f"| {LITE0}, untrained (reference)" in markdown_table([row])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from zoo.hub import VERSION_RE, latest_version, open_hub
-from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, REPO_EVAL, REPO_METRICS, REPO_VALIDATION
+from zoo.layout import BACKBONE_CONFIG, ONNX, ONNX_INT8, READOUT_KEY, REPO_EVAL, REPO_METRICS, REPO_VALIDATION
 from zoo.records import CatalogRow, Evaluation, Metrics, Record, Validation
 
 R = TypeVar("R", bound=Record)
@@ -67,6 +67,7 @@ def _index_row(repo_id: str, tags: Sequence[str], read: Callable[[str], bytes | 
         onnx_passed=validation.passed if validation_json else None,
         latency_cpu=validation.machine(), num_images=metrics.num_images, epochs=metrics.epochs,
         train_s=metrics.train_seconds, device=metrics.device_name,
+        readout=READOUT_KEY in (config.get("edgezoo") or {}),
     )
 
 

@@ -218,6 +218,7 @@ class CatalogRow(Record):
     epochs: int | None = None
     train_s: float | None = None
     device: str | None = None
+    readout: bool = False  # a stage readout (zoo/readout.py) over its architecture: not the plain network
     reference: bool = False
 
     @property

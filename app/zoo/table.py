@@ -62,6 +62,9 @@ def _model_cell(row: CatalogRow) -> str:
 # (its int8 model would be quantized from other weights, and may get another scheme: not the row's to show).
 _SAME_NETWORK = ("architecture", "model_args", "img_size", "embed_dim", "random_init_knn_top1", "params_m", "gmacs",
                  "fp32_b1_ms", "fp32_b32_ips", "fp32_mb", "latency_cpu")
+# ... of a stage readout's row (zoo/readout.py): its starting weights are the plain trunk, without the readout's
+# layers, so neither its size nor its latency is the row's
+_SAME_TRUNK = ("architecture", "model_args", "img_size", "random_init_knn_top1")
 
 
 def reference_rows(rows: Sequence[CatalogRow]) -> list[CatalogRow]:
@@ -73,7 +76,8 @@ def reference_rows(rows: Sequence[CatalogRow]) -> list[CatalogRow]:
         if row.reference or not row.init or row.init_knn_top1 is None:
             continue
         key = (row.init, row.architecture, row.img_size)
-        found.setdefault(key, CatalogRow(**{k: getattr(row, k) for k in _SAME_NETWORK}, repo_id=row.init,
+        same = _SAME_TRUNK if row.readout else _SAME_NETWORK
+        found.setdefault(key, CatalogRow(**{k: getattr(row, k) for k in same}, repo_id=row.init,
                                          reference=True, knn_top1=row.init_knn_top1, rankme=row.init_rankme))
     return list(found.values())
 
@@ -175,7 +179,8 @@ LEGEND = (
     "the same architecture and protocol before training; gain: the difference, flagged when under "
     f"+{100 * LEARNED_MARGIN:.0f} points. vs init: a model that started from pretrained weights (`--init`) against "
     "those weights untrained, same protocol; each such start also has its own reference row (untrained, the same "
-    "network, so the same size and fp32 latency; its int8 is not measured). GMACs: one image at the model's input size (torch's FLOP counter / 2). "
+    "network, so the same size and fp32 latency; its int8 is not measured; a stage readout's start is its trunk "
+    "alone, whose size and latency are not measured either). GMACs: one image at the model's input size (torch's FLOP counter / 2). "
     "Latency: onnxruntime, median of 30 calls at batch 1 and 8 at batch 32, measured by `edgezoo export` on the "
     "files it validated (export/timing.py, the harness of benchmarks/inference_latency.py). int8: the shipped "
     "quantization scheme, its kNN drop against torch in points, and the validation verdict. "
