@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PASS_BATCH = 128  # images per trunk pass while caching (inference only)
 HEAD_SHARE = 0.15  # of a time budget kept for the head's epochs when deciding whether another view fits
+AUGMENTED_PASS = 1.2  # an augmented view's pass against a clean one (the batched augmentation on top)
 
 
 def pooled_pass(readout: "StageReadout", images: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor],
@@ -81,17 +82,17 @@ def fit_cached(tr: Any) -> dict[str, Any]:
     evaluated = sum(len(s.images) for s in (data.bank, data.test) if s is not None)
     eval_s = pass_s * evaluated / max(1, n)
     budget = cfg.time_budget
+    view_s = float(state.get("view_s", AUGMENTED_PASS * pass_s))  # the next view's cost: the last one's
     while len(views) < cfg.readout_views:
-        view_s = pass_s if not views else pass_s * 1.2  # an augmented pass costs a little more than a clean one
         if budget and len(views) >= 2 and elapsed() + view_s + eval_s + HEAD_SHARE * budget > budget:
             log.info("time budget: %d of %d views cached", len(views), cfg.readout_views)
             break
         t0 = tr._now()
         views.append(pooled_pass(readout, images, lambda x: augment(x, generator), tr._layout))
-        pass_s = max(pass_s, (tr._now() - t0) / 1.2)
-        save_checkpoint(run.checkpoint, {"clean": clean, "views": views, "pass_s": pass_s,
+        view_s = tr._now() - t0
+        save_checkpoint(run.checkpoint, {"clean": clean, "views": views, "pass_s": pass_s, "view_s": view_s,
                                          "rng": generator.get_state(), "spent_s": elapsed()})
-        log.info("view %d/%d cached (%.1f s)", len(views), cfg.readout_views, tr._now() - t0)
+        log.info("view %d/%d cached (%.1f s)", len(views), cfg.readout_views, view_s)
     readout.set_means(clean.float().to(dev))
     metrics_row, epochs, planned = _fit_head(tr, method, torch.stack(views), elapsed, eval_s)
     wall = elapsed()
