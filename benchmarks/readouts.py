@@ -23,7 +23,6 @@ one JSON line (also OUT/readouts.json).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
@@ -33,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
-
     from zoo.pretrained import TorchEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,20 +40,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.folder_knn import TOP_K, link_class_folders  # noqa: E402
 from benchmarks.photo_bench import INIT, score_cells, scores  # noqa: E402
 from zoo.preprocess import batched, l2_normalize  # noqa: E402
+from zoo.readout import stage_maps  # noqa: E402
 
 log = logging.getLogger("readouts")
 
 DEPLOYED = "embedding (as deployed)"
 CONCAT_STAGES = 4
-
-
-def stage_features(model: Any, x: "torch.Tensor") -> tuple["torch.Tensor", list["torch.Tensor"]]:
-    """(the deployed embedding, every stage's output map, stem first) from one pass through timm's
-    forward_intermediates and forward_head; every block where the model can give them (EfficientNet's
-    ``extra_blocks``: its 7 block stages, not only the 5 of its feature_info)."""
-    extra = "extra_blocks" in inspect.signature(model.forward_intermediates).parameters
-    final, stages = model.forward_intermediates(x, **({"extra_blocks": True} if extra else {}))
-    return model.forward_head(final), stages
 
 
 def readouts(embedder: "TorchEmbedder", paths: list[Path], batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -70,7 +59,7 @@ def readouts(embedder: "TorchEmbedder", paths: list[Path], batch_size: int = 64)
         pixels, _ = preprocess.decode(chunk)
         x = torch.from_numpy(preprocess.normalize(pixels)).to(memory_format=embedder.memory_format)
         with torch.inference_mode():
-            embedding, maps = stage_features(model, x)
+            embedding, maps = stage_maps(model, x)
             embedding, flipped = embedding.float(), model(x.flip(3)).float()
             stages = [f.float().mean((2, 3)) for f in maps]
         out.setdefault(DEPLOYED, []).append(embedding.numpy())

@@ -20,7 +20,7 @@ keeps the first that reaches the target median cosine to fp32, in this order:
    nodes up to the third convolution, the stem and first block of
    EfficientNet-Lite, which see the image at full resolution): the stage readout
    of Lite0 on the flowers reached median cosine 0.9835 quantized everywhere and
-   0.9933 so, its batch-1 latency unchanged (0.52 ms against fp32's 1.02 on 2 cores);
+   0.9933 so, and ran in 0.62 ms at batch 1 against fp32's 1.19 (BENCHMARKS.md, "Flowers");
 4. W8A16 (int8 weights, 16-bit activations): MobileNetV3's hard-swish and
    squeeze-excite stacks after short self-supervised runs reach only ~0.95 with
    8-bit activations. The same 4x smaller file and near-fp32 embeddings, but no
@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -133,31 +133,34 @@ INPUT_STAGE_CONVS = 3  # `input_stage`: EfficientNet-Lite's conv_stem, blocks.0'
 TRUNK_SCOPE = "trunk"  # zoo.readout.StageReadout's attribute: the timm backbone inside a stage readout
 
 
-def float_head(fp32_path: Path) -> list[str]:
+def graph_nodes(fp32_path: Path) -> list[Any]:
+    """The exported graph's nodes in topological order (weights not read): what `float_head` and `input_stage`
+    choose from, read once per quantization."""
+    import onnx
+
+    return list(onnx.load(str(fp32_path), load_external_data=False).graph.node)
+
+
+def float_head(nodes: Sequence[Any]) -> list[str]:
     """The names of a stage readout's nodes outside its trunk (kept float), [] for a plain backbone.
 
     Read from the exported graph: the dynamo exporter records each node's module path in its metadata, the
     TorchScript one in its name (``/trunk/...``). The quantizer's pre-pass keeps node names, not metadata.
     """
-    import onnx
-
     def in_trunk(node: Any) -> bool:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
         return f"'{TRUNK_SCOPE}" in scopes or node.name.startswith(f"/{TRUNK_SCOPE}/")
 
-    nodes = onnx.load(str(fp32_path), load_external_data=False).graph.node
     if not any(in_trunk(n) for n in nodes):
         return []
     return [n.name for n in nodes if not in_trunk(n)]
 
 
-def input_stage(fp32_path: Path, convs: int = INPUT_STAGE_CONVS) -> list[str]:
+def input_stage(nodes: Sequence[Any], convs: int = INPUT_STAGE_CONVS) -> list[str]:
     """The names of the graph's nodes up to and including its `convs`-th convolution (ONNX graphs are in
     topological order): the layers that see the image at full resolution."""
-    import onnx
-
     names: list[str] = []
-    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+    for node in nodes:
         names.append(node.name)
         convs -= node.op_type == "Conv"
         if convs == 0:
@@ -208,12 +211,13 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     with atomic_path(out_path, ".tmp.onnx") as tmp_out, tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         src = prepped if _pre_process(fp32_path, prepped) else fp32_path
-        keep = float_head(fp32_path)
+        nodes = graph_nodes(fp32_path)
+        keep, first = float_head(nodes), input_stage(nodes)
         try:
             info = _static(src, tmp_out, calib, 16 if activations == "16" else 8, batch_size, float_nodes=keep)
             if activations == "auto":
                 info = _maybe_widen(info, fp32_path, src, tmp_out, calib, check, target_median_cosine, batch_size,
-                                    keep)
+                                    keep, first)
         except Exception as exc:  # noqa: BLE001 - static does not apply to this graph: fall back, say why
             info = _dynamic(src, tmp_out, f"static quantization failed: {type(exc).__name__}: {exc}")
         info["pre_processed"] = src == prepped
@@ -227,7 +231,8 @@ FULL_RANGE_NOTE = ("full-range int8 weights: exact on CPUs with VNNI (x86) or do
 
 
 def _maybe_widen(info: dict[str, Any], fp32_path: Path, src: Path, dst: Path, calib: np.ndarray,
-                 check: np.ndarray | None, target: float, batch_size: int, keep: list[str]) -> dict[str, Any]:
+                 check: np.ndarray | None, target: float, batch_size: int, keep: list[str], first: list[str],
+                 ) -> dict[str, Any]:
     """Keep the portable W8A8 if it meets the target on held-out images, else full-range W8A8, else that with the
     input stage float, else W8A16."""
     x = check if check is not None and len(check) else calib
@@ -243,7 +248,6 @@ def _maybe_widen(info: dict[str, Any], fp32_path: Path, src: Path, dst: Path, ca
                  cosines["W8A8 full-range"])
         return {**full, "check_median_cosine": {**cosines, "num_images": int(len(x))},
                 "reason": f"{reason} on held-out training images", "note": FULL_RANGE_NOTE}
-    first = input_stage(fp32_path)
     stage = _static(src, dst, calib, 8, batch_size, reduce_range=False, float_nodes=keep + first)
     cosines["W8A8 full-range, input stage float"] = median_cosine(fp32_path, dst, x)
     reason = (f"W8A8 median cosine {cosines['W8A8']:.4f} (7-bit weights) and {cosines['W8A8 full-range']:.4f} "

@@ -69,7 +69,11 @@ def fit_cached(tr: Any) -> dict[str, Any]:
     generator = torch.Generator(device=dev).manual_seed(cfg.seed)
     state = load_checkpoint(run.checkpoint) if tr.resume and run.checkpoint.is_file() else {}
     spent_before = float(state.get("spent_s", 0.0))
-    elapsed = lambda: spent_before + tr._now() - t_budget  # noqa: E731 - the budget's clock, across a resume
+
+    def elapsed() -> float:
+        """The budget's clock, across a resume."""
+        return spent_before + tr._now() - t_budget
+
     t0 = tr._now()
     clean = state["clean"] if state else pooled_pass(readout, images,
                                                      lambda x: center_crop_normalize(x, tr.preprocess), tr._layout)
@@ -94,26 +98,26 @@ def fit_cached(tr: Any) -> dict[str, Any]:
                                          "rng": generator.get_state(), "spent_s": elapsed()})
         log.info("view %d/%d cached (%.1f s)", len(views), cfg.readout_views, view_s)
     readout.set_means(clean.float().to(dev))
-    metrics_row, epochs, planned = _fit_head(tr, method, torch.stack(views), elapsed, eval_s)
+    metrics_row, epochs = _fit_head(tr, method, torch.stack(views), elapsed, eval_s)
     wall = elapsed()
     metrics_row.update(tr.evaluate(readout, data.bank, data.test))
     append_log_row(run.log, metrics_row)
     summary = ({"budget_s": budget, "spent_s": round(elapsed(), 3), "views": len(views), "epochs": epochs,
-                "replans": int(planned != epochs), "plans": [{"epochs": planned}]} if budget else None)
+                "replans": 0, "plans": [{"epochs": epochs}]} if budget else None)  # one plan: after head epoch 1
     return tr._finish(method, metrics_row, epochs, summary, len(views) * n, wall,
                       len(data.bank.images) if data.bank is not None else None, time.perf_counter() - t_fit)
 
 
 def _fit_head(tr: Any, method: Any, cache: torch.Tensor, elapsed: Callable[[], float], eval_s: float,
-              ) -> tuple[dict[str, Any], int, int]:
+              ) -> tuple[dict[str, Any], int]:
     """Train the head on (views, N, D) cached parts: (the last epoch's log row, not yet written: the evaluation
-    joins it; epochs run; epochs planned first)."""
+    joins it; epochs run)."""
     cfg, run = tr.cfg, tr.run
     nv, n = cache.shape[:2]
     batch = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch)
     optimizer = tr._optimizer(method)
-    epochs = planned = cfg.epochs
+    epochs = cfg.epochs
     schedule = CosineSchedule(steps_per_epoch * epochs, cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
     generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -143,7 +147,7 @@ def _fit_head(tr: Any, method: Any, cache: torch.Tensor, elapsed: Callable[[], f
         epoch_s = tr._now() - t0
         if epoch == 1 and cfg.time_budget:  # the plan: the epochs that still fit, the evaluation after them
             left = cfg.time_budget - elapsed() - eval_s
-            epochs = planned = max(1, min(cfg.epochs, 1 + int(left / max(epoch_s, 1e-6))))
+            epochs = max(1, min(cfg.epochs, 1 + int(left / max(epoch_s, 1e-6))))
             schedule = CosineSchedule(steps_per_epoch * epochs, cfg.warmup_epochs * steps_per_epoch)
             log.info("time budget: %d head epochs of %.2f s", epochs, epoch_s)
         row = {"epoch": epoch, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
@@ -152,4 +156,4 @@ def _fit_head(tr: Any, method: Any, cache: torch.Tensor, elapsed: Callable[[], f
         if epoch < epochs:
             append_log_row(run.log, row)
     log.info("head: %d epochs in %.1f s, loss %.4f", epochs, tr._now() - t_head, row["loss"])
-    return row, epochs, planned
+    return row, epochs

@@ -31,8 +31,9 @@ def ladder(monkeypatch, tmp_path) -> Any:
 
         monkeypatch.setattr(quantize, "_static", fake_static)
         monkeypatch.setattr(quantize, "_pre_process", lambda src, dst: False)
-        monkeypatch.setattr(quantize, "float_head", lambda path: ["head"])
-        monkeypatch.setattr(quantize, "input_stage", lambda path: ["stem"])
+        monkeypatch.setattr(quantize, "graph_nodes", lambda path: [])
+        monkeypatch.setattr(quantize, "float_head", lambda nodes: ["head"])
+        monkeypatch.setattr(quantize, "input_stage", lambda nodes: ["stem"])
         monkeypatch.setattr(quantize, "median_cosine", lambda ref, model, x, batch_size=64: cosines[made[-1]])
         fp32 = tmp_path / "model.onnx"
         fp32.write_bytes(b"fp32")

@@ -22,30 +22,24 @@ import torch
 from torch import nn
 
 
-def _extra_blocks(trunk: nn.Module) -> dict[str, bool]:
-    """EfficientNet and MobileNet give every block stage (not only their feature_info's) with ``extra_blocks``."""
-    return {"extra_blocks": True} if "extra_blocks" in inspect.signature(trunk.forward_intermediates).parameters else {}
-
-
-def stage_maps(trunk: nn.Module, x: torch.Tensor,
-               indices: Sequence[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(the trunk's own embedding, the output maps of the `indices` stages, or of every stage, stem first) from one
-    pass through timm's ``forward_intermediates`` and ``forward_head``."""
-    kwargs: dict[str, Any] = _extra_blocks(trunk)
+def intermediates_kwargs(trunk: nn.Module, indices: Sequence[int] | None = None) -> dict[str, Any]:
+    """``forward_intermediates`` arguments for the `indices` stages (None: every stage, stem first): EfficientNet
+    and MobileNet give every block stage, not only their feature_info's, with ``extra_blocks``. Read once per
+    trunk (its signature does not change), not per forward pass."""
+    kwargs: dict[str, Any] = {}
+    if "extra_blocks" in inspect.signature(trunk.forward_intermediates).parameters:
+        kwargs["extra_blocks"] = True
     if indices is not None:
         kwargs["indices"] = list(indices)
-    final, maps = trunk.forward_intermediates(x, **kwargs)
+    return kwargs
+
+
+def stage_maps(trunk: nn.Module, x: torch.Tensor, kwargs: dict[str, Any] | None = None,
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(the trunk's own embedding, the stage output maps `kwargs` asks for, by default every stage) from one pass
+    through timm's ``forward_intermediates`` and ``forward_head``."""
+    final, maps = trunk.forward_intermediates(x, **(intermediates_kwargs(trunk) if kwargs is None else kwargs))
     return trunk.forward_head(final), maps
-
-
-def last_stages(trunk: nn.Module, count: int, img_size: int) -> list[int]:
-    """The indices of the trunk's last `count` stages (stem = 0), counted with one probe pass."""
-    param = next(trunk.parameters())
-    with torch.no_grad():
-        _, maps = stage_maps(trunk.eval(), torch.zeros(1, 3, img_size, img_size, device=param.device))
-    if not 1 <= count <= len(maps):
-        raise ValueError(f"the readout needs 1 to {len(maps)} stages of this backbone, got {count}")
-    return list(range(len(maps) - count, len(maps)))
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -64,16 +58,19 @@ class StageReadout(nn.Module):
         self.part_dims = tuple(int(d) for d in part_dims)
         self.register_buffer("means", torch.zeros(sum(self.part_dims)))  # each part's mean over the training photos
         self.proj = nn.Linear(sum(self.part_dims), dim)
+        self._take = intermediates_kwargs(trunk, self.stages)
 
     @classmethod
     def build(cls, trunk: nn.Module, count: int, dim: int, img_size: int, with_embedding: bool = True
               ) -> "StageReadout":
         """A readout of the trunk's last `count` stages, its part sizes measured."""
-        stages = last_stages(trunk, count, img_size)
         param = next(trunk.parameters())
-        with torch.no_grad():
-            emb, maps = stage_maps(trunk, torch.zeros(1, 3, img_size, img_size, device=param.device), stages)
-        dims = ([emb.shape[1]] if with_embedding else []) + [m.shape[1] for m in maps]
+        with torch.no_grad():  # one probe pass: how many stages, and each part's width
+            emb, maps = stage_maps(trunk.eval(), torch.zeros(1, 3, img_size, img_size, device=param.device))
+        if not 1 <= count <= len(maps):
+            raise ValueError(f"the readout needs 1 to {len(maps)} stages of this backbone, got {count}")
+        stages = list(range(len(maps) - count, len(maps)))
+        dims = ([emb.shape[1]] if with_embedding else []) + [m.shape[1] for m in maps[-count:]]
         return cls(trunk, stages, dims, dim, with_embedding)
 
     @classmethod
@@ -90,10 +87,17 @@ class StageReadout(nn.Module):
         """readout.safetensors' tensors (the trunk's are model.safetensors')."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("trunk.")}
 
+    def load_readout_state(self, state: dict[str, torch.Tensor]) -> None:
+        """`readout_state`'s tensors back, strictly (the trunk holds its own weights already)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("trunk.")]
+        if missing or unexpected:
+            raise ValueError(f"readout tensors do not match this readout: missing {missing}, unexpected {unexpected}")
+
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """(N, sum(part_dims)) raw parts: the trunk's embedding and each stage's map average-pooled (what the
         training caches: the trunk is frozen)."""
-        emb, maps = stage_maps(self.trunk, x, self.stages)
+        emb, maps = stage_maps(self.trunk, x, self._take)
         parts = ([emb] if self.with_embedding else []) + [m.mean((2, 3)) if m.ndim == 4 else m.mean(1) for m in maps]
         return torch.cat([p.float() for p in parts], dim=1)
 

@@ -142,7 +142,9 @@ def load_backbone(folder: str | Path, map_location: str = "cpu") -> "torch.nn.Mo
             raise ModelFileError(f"{folder / READOUT}: missing (config.json describes a stage readout)")
         trunk = model
         model = StageReadout.from_spec(trunk, spec)
-        model.load_state_dict({**{f"trunk.{k}": v for k, v in trunk.state_dict().items()},
-                               **load_file(str(folder / READOUT), device=map_location)}, strict=True)
+        try:
+            model.load_readout_state(load_file(str(folder / READOUT), device=map_location))
+        except ValueError as exc:
+            raise ModelFileError(f"{folder / READOUT}: {exc}") from None
         model.pretrained_cfg = trunk.pretrained_cfg
     return model.eval()
